@@ -1,0 +1,5 @@
+"""Entry point for `python -m testbed`."""
+
+from testbed.cli import main
+
+main()
