@@ -21,3 +21,16 @@ CNI_BIN_DIR = "/opt/cni/bin"
 CNI_CONF_DIR = "/etc/cni/net.d"
 
 ETCD_PORT = 2379
+
+# Node containers never use --privileged (refused on some engines): explicit
+# capabilities, unconfined seccomp/apparmor, and sysctls fixed at create time.
+NODE_CAPS = ["NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE", "SYS_MODULE", "NET_BIND_SERVICE",
+             "IPC_LOCK", "KILL", "SETUID", "SETGID", "CHOWN", "DAC_OVERRIDE", "FOWNER",
+             "MKNOD", "SYS_CHROOT"]
+NODE_SECURITY_OPT = ["seccomp=unconfined", "apparmor=unconfined"]
+NODE_SYSCTLS = {
+    "net.ipv4.ip_forward": "1",
+    "net.ipv4.conf.all.rp_filter": "0",
+    "net.ipv4.conf.default.rp_filter": "0",
+    "net.ipv6.conf.all.disable_ipv6": "1",
+}
