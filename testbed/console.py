@@ -1,0 +1,52 @@
+"""Console output: kind-style status lines around long steps, tables, one-line errors."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def step(title: str) -> Iterator[None]:
+    """Show ` • title ...` while a step runs, then ` ✓ title (1.2s)` or ` ✗ title`."""
+    start = time.monotonic()
+    if err.is_terminal:
+        with err.status(f" • {title} ..."):
+            try:
+                yield
+            except BaseException:
+                err.print(f" [red]✗[/red] {title}")
+                raise
+    else:
+        err.print(f" • {title} ...")
+        try:
+            yield
+        except BaseException:
+            err.print(f" ✗ {title}")
+            raise
+    err.print(f" [green]✓[/green] {title} ({time.monotonic() - start:.1f}s)")
+
+
+def info(message: str) -> None:
+    """A progress or status line on stderr (stdout stays clean for --json)."""
+    err.print(message)
+
+
+def progress(detail: str) -> None:
+    """A sub-line under the current step (e.g. a build step)."""
+    if err.is_terminal:
+        err.print(f"   [dim]{detail}[/dim]")
+    else:
+        print(f"   {detail}", file=sys.stderr, flush=True)
+
+
+def fail(message: str) -> None:
+    """The one-line error a user acts on."""
+    err.print(f"[red]ERROR:[/red] {message}", soft_wrap=True)

@@ -1,0 +1,75 @@
+"""The images testbed builds locally: what each is made of and what it stands in for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PYROUTE2 = "pyroute2==0.9.7"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One locally built image: a Dockerfile folder plus repo sources and host-fetched wheels."""
+
+    name: str
+    role: str
+    sources: tuple[str, ...] = ()
+    wheels: tuple[str, ...] = ()
+    cni: str | None = None
+    stands_in_for: str | None = None
+    dockerfile_dir: str = field(default="")
+
+    @property
+    def folder(self) -> str:
+        """The folder under images/ that holds the Dockerfile."""
+        return self.dockerfile_dir or self.name
+
+    @property
+    def repository(self) -> str:
+        """Local repository name; reference builds never borrow an upstream name."""
+        return f"testbed/{self.name}"
+
+
+BASE = ImageSpec(name="base", role="base")
+NODE = ImageSpec(
+    name="node",
+    role="node",
+    sources=("testbed/__init__.py", "testbed/agent"),
+    wheels=(PYROUTE2,),
+)
+ETCD = ImageSpec(name="etcd", role="datastore")
+FLANNEL = ImageSpec(
+    name="reference-flannel",
+    role="cni",
+    dockerfile_dir="flannel",
+    sources=("testbed/__init__.py", "testbed/reference"),
+    wheels=(PYROUTE2,),
+    cni="flannel",
+    stands_in_for="docker.io/flannel/flannel",
+)
+FLANNEL_CNI_PLUGIN = ImageSpec(
+    name="reference-flannel-cni-plugin",
+    role="cni",
+    dockerfile_dir="flannel-cni-plugin",
+    sources=("testbed/__init__.py", "testbed/reference"),
+    cni="flannel",
+    stands_in_for="docker.io/flannel/flannel-cni-plugin",
+)
+
+CORE: tuple[ImageSpec, ...] = (NODE, ETCD)
+REFERENCE: tuple[ImageSpec, ...] = (FLANNEL, FLANNEL_CNI_PLUGIN)
+ALL: tuple[ImageSpec, ...] = (BASE, *CORE, *REFERENCE)
+
+
+def by_name(name: str) -> ImageSpec:
+    """Look an image spec up by its name."""
+    for spec in ALL:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)
+
+
+def for_cni(cni: str | None) -> tuple[ImageSpec, ...]:
+    """The core images plus the reference images of one CNI (all CNIs when None)."""
+    refs = tuple(s for s in REFERENCE if cni is None or s.cni == cni)
+    return (*CORE, *refs)

@@ -1,0 +1,81 @@
+"""The provider interface: the few container-engine operations a cluster needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass
+class ContainerSpec:
+    """Everything needed to create one container; CNI modules return these."""
+
+    name: str
+    image: str
+    cluster: str
+    role: str
+    command: list[str] | None = None
+    entrypoint: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    network: str | None = None
+    network_mode: str | None = None
+    pid_mode: str | None = None
+    hostname: str | None = None
+    volumes: dict[str, str] = field(default_factory=dict)
+    binds: dict[str, str] = field(default_factory=dict)
+    cap_add: list[str] = field(default_factory=list)
+    security_opt: list[str] = field(default_factory=list)
+    sysctls: dict[str, str] = field(default_factory=dict)
+    devices: list[str] = field(default_factory=list)
+    ports: dict[str, tuple[str, int]] = field(default_factory=dict)
+    init: bool = False
+    restart: str | None = None
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """A container as found again from its labels."""
+
+    id: str
+    name: str
+    role: str
+    status: str
+    image: str
+    labels: dict[str, str]
+    ip: str | None
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """What a command run inside a container returned."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+class Provider(Protocol):
+    """Container-engine operations; Docker implements it (kind's provider, in small)."""
+
+    def create_network(self, name: str, cluster: str, role: str) -> str: ...
+
+    def create_volume(self, name: str, cluster: str, role: str) -> str: ...
+
+    def run(self, spec: ContainerSpec) -> ContainerInfo: ...
+
+    def run_once(self, spec: ContainerSpec, timeout: float = 60) -> ExecResult: ...
+
+    def exec(self, container: str, argv: list[str], env: dict[str, str] | None = None,
+             user: str = "") -> ExecResult: ...
+
+    def logs(self, container: str, tail: int = 50) -> str: ...
+
+    def restart(self, container: str) -> None: ...
+
+    def containers(self, cluster: str | None = None, role: str | None = None
+                   ) -> list[ContainerInfo]: ...
+
+    def clusters(self) -> list[str]: ...
+
+    def delete_cluster(self, cluster: str) -> None: ...

@@ -1,0 +1,216 @@
+"""The Docker provider: containers, networks and volumes found again by their labels."""
+
+from __future__ import annotations
+
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.models.containers import Container
+
+from testbed.constants import LABEL_CLUSTER, LABEL_ROLE
+from testbed.errors import ProviderError, UserError
+from testbed.provider.base import ContainerInfo, ContainerSpec, ExecResult
+
+# Removal order: whatever shares a node's namespaces first, the nodes, then the datastore.
+_TEARDOWN_ORDER = ("client", "external", "cni", "ingress", "node", "datastore")
+
+
+def connect() -> docker.DockerClient:
+    """A Docker client, or a one-line reason the engine cannot be reached."""
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
+        raise UserError(
+            f"cannot reach the Docker engine ({e.__class__.__name__}): start Docker or set "
+            "DOCKER_HOST, and make sure this user may use it"
+        ) from e
+    return client
+
+
+def _labels(cluster: str, role: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {LABEL_CLUSTER: cluster, LABEL_ROLE: role, **(extra or {})}
+
+
+def _info(c: Container) -> ContainerInfo:
+    attrs = c.attrs
+    nets = attrs.get("NetworkSettings", {}).get("Networks", {}) or {}
+    ip = next((n.get("IPAddress") for n in nets.values() if n.get("IPAddress")), None)
+    labels = attrs.get("Config", {}).get("Labels", {}) or {}
+    return ContainerInfo(
+        id=c.id or "", name=c.name or "", role=labels.get(LABEL_ROLE, ""),
+        status=c.status, image=attrs.get("Config", {}).get("Image", ""),
+        labels=labels, ip=ip,
+    )
+
+
+class DockerProvider:
+    """Provider implemented with the Docker SDK (never by parsing CLI output)."""
+
+    def __init__(self, client: docker.DockerClient | None = None) -> None:
+        self.client = client or connect()
+
+    def create_network(self, name: str, cluster: str, role: str) -> str:
+        """A user-defined bridge network; Docker picks a subnet that clashes with no other."""
+        try:
+            net = self.client.networks.create(
+                name, driver="bridge", labels=_labels(cluster, role), check_duplicate=True)
+        except docker.errors.APIError as e:
+            raise ProviderError(f"cannot create network {name}: {e.explanation}") from e
+        return str(net.id)
+
+    def network_subnet(self, name: str) -> str:
+        """The IPv4 subnet Docker gave a network."""
+        net = self.client.networks.get(name)
+        configs = net.attrs.get("IPAM", {}).get("Config", []) or []
+        return str(next(c["Subnet"] for c in configs if ":" not in c.get("Subnet", ":")))
+
+    def create_volume(self, name: str, cluster: str, role: str) -> str:
+        """A labelled named volume (shared between a node and its CNI containers)."""
+        vol = self.client.volumes.create(name=name, labels=_labels(cluster, role))
+        return str(vol.name)
+
+    def _kwargs(self, spec: ContainerSpec) -> dict[str, Any]:
+        kw: dict[str, Any] = {
+            "name": spec.name,
+            "labels": _labels(spec.cluster, spec.role, spec.labels),
+            "environment": spec.env,
+            "cap_add": spec.cap_add or None,
+            "security_opt": spec.security_opt or None,
+            "sysctls": spec.sysctls or None,
+            "devices": spec.devices or None,
+            "init": spec.init or None,
+            "volumes": {
+                **{v: {"bind": p, "mode": "rw"} for v, p in spec.volumes.items()},
+                **{h: {"bind": p, "mode": "ro"} for h, p in spec.binds.items()},
+            } or None,
+        }
+        if spec.command is not None:
+            kw["command"] = spec.command
+        if spec.entrypoint is not None:
+            kw["entrypoint"] = spec.entrypoint
+        if spec.network_mode:
+            kw["network_mode"] = spec.network_mode
+        else:
+            kw["network"] = spec.network
+            kw["hostname"] = spec.hostname
+            kw["ports"] = {p: (ip, hp) for p, (ip, hp) in spec.ports.items()} or None
+        if spec.pid_mode:
+            kw["pid_mode"] = spec.pid_mode
+        if spec.restart:
+            kw["restart_policy"] = {"Name": spec.restart}
+        return kw
+
+    def run(self, spec: ContainerSpec) -> ContainerInfo:
+        """Create and start a detached container."""
+        try:
+            c = self.client.containers.run(spec.image, detach=True, **self._kwargs(spec))
+            c.reload()
+        except docker.errors.ImageNotFound as e:
+            raise UserError(f"image {spec.image} is missing: run `python -m testbed images "
+                            "build`") from e
+        except docker.errors.APIError as e:
+            raise ProviderError(f"cannot start {spec.name}: {e.explanation}") from e
+        return _info(c)
+
+    def run_once(self, spec: ContainerSpec, timeout: float = 60) -> ExecResult:
+        """Run a one-shot container to completion (an init container), then remove it."""
+        try:
+            c = self.client.containers.create(spec.image, **self._kwargs(spec))
+        except docker.errors.APIError as e:
+            raise ProviderError(f"cannot create {spec.name}: {e.explanation}") from e
+        try:
+            c.start()
+            code = int(c.wait(timeout=timeout).get("StatusCode", 1))
+            out = c.logs(stdout=True, stderr=False).decode(errors="replace")
+            err = c.logs(stdout=False, stderr=True).decode(errors="replace")
+            return ExecResult(code, out, err)
+        finally:
+            c.remove(force=True)
+
+    def exec(self, container: str, argv: list[str], env: dict[str, str] | None = None,
+             user: str = "") -> ExecResult:
+        """Run argv inside a running container and collect its output."""
+        try:
+            c = self.client.containers.get(container)
+            code, (out, err) = c.exec_run(argv, environment=env, demux=True, user=user)
+        except docker.errors.NotFound as e:
+            raise ProviderError(f"container {container} is gone") from e
+        except docker.errors.APIError as e:
+            raise ProviderError(f"exec in {container} failed: {e.explanation}") from e
+        return ExecResult(int(code if code is not None else 1), _text(out), _text(err))
+
+    def logs(self, container: str, tail: int = 50) -> str:
+        """The last lines a container printed (attached to timeout errors)."""
+        try:
+            data = self.client.containers.get(container).logs(tail=tail)
+        except docker.errors.NotFound:
+            return "(container is gone)"
+        return data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+
+    def restart(self, container: str) -> None:
+        """Restart a container in place."""
+        self.client.containers.get(container).restart(timeout=5)
+
+    def stop(self, container: str) -> None:
+        """Stop a container (kept, not removed)."""
+        self.client.containers.get(container).stop(timeout=5)
+
+    def start(self, container: str) -> None:
+        """Start a stopped container."""
+        self.client.containers.get(container).start()
+
+    def containers(self, cluster: str | None = None, role: str | None = None
+                   ) -> list[ContainerInfo]:
+        """Containers carrying the testbed labels, optionally of one cluster and role."""
+        flt = [f"{LABEL_CLUSTER}={cluster}" if cluster else LABEL_CLUSTER]
+        if role:
+            flt.append(f"{LABEL_ROLE}={role}")
+        found = self.client.containers.list(all=True, filters={"label": flt})
+        return sorted((_info(c) for c in found), key=lambda i: i.name)
+
+    def clusters(self) -> list[str]:
+        """Names of every cluster that has a container, network or volume left."""
+        names = {c.labels.get(LABEL_CLUSTER, "") for c in self.containers()}
+        for n in self.client.networks.list(filters={"label": LABEL_CLUSTER}):
+            names.add(n.attrs.get("Labels", {}).get(LABEL_CLUSTER, ""))
+        for v in self.client.volumes.list(filters={"label": LABEL_CLUSTER}):
+            names.add((v.attrs.get("Labels") or {}).get(LABEL_CLUSTER, ""))
+        return sorted(n for n in names if n)
+
+    def delete_cluster(self, cluster: str) -> None:
+        """Remove every container, network and volume labelled with this cluster."""
+        flt: dict[str, str | list[str] | bool] = {"label": f"{LABEL_CLUSTER}={cluster}"}
+        found = self.client.containers.list(all=True, filters=flt)
+
+        def rank(c: Container) -> int:
+            role = (c.labels or {}).get(LABEL_ROLE, "")
+            return _TEARDOWN_ORDER.index(role) if role in _TEARDOWN_ORDER else 0
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for r in sorted({rank(c) for c in found}):
+                list(pool.map(_remove, [c for c in found if rank(c) == r]))
+        for net in self.client.networks.list(filters=flt):
+            with contextlib.suppress(docker.errors.NotFound):
+                net.remove()
+        for vol in self.client.volumes.list(filters=flt):
+            with contextlib.suppress(docker.errors.NotFound):
+                vol.remove(force=True)
+
+
+def _text(data: object) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else ""
+
+
+def _remove(c: Container) -> None:
+    try:
+        c.remove(force=True, v=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as e:
+        if "already in progress" not in str(e):
+            raise ProviderError(f"cannot remove {c.name}: {e.explanation}") from e
