@@ -1,0 +1,69 @@
+"""What a CNI module describes: its daemon containers, install steps, datastore keys, conflist."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from testbed.provider.base import ContainerSpec
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    """One node as a CNI module sees it."""
+
+    name: str
+    index: int
+    ip: str
+    volumes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClusterRef:
+    """The cluster-wide facts a CNI module needs to render its specs."""
+
+    name: str
+    network: str
+    backend: str
+    etcd_endpoint: str
+    images: dict[str, str]
+    nodes: tuple[NodeRef, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Cni(ABC):
+    """A CNI as the testbed runs it: upstream's wiring, whichever build fills the images."""
+
+    name: str
+    backends: tuple[str, ...]
+    default_backend: str
+    # Image roles -> pinned upstream references (overridable per run).
+    upstream_images: dict[str, str]
+    # Image roles -> local reference-build image names (testbed.images.catalog).
+    reference_images: dict[str, str]
+    # Logical per-node volume name -> mount path inside the node container.
+    node_volumes: dict[str, str] = {"cni-bin": "/opt/cni/bin"}
+    # Files in the node that exist once the CNI daemon is ready.
+    ready_files: tuple[str, ...] = ()
+    conflist_name: str = "10-cni.conflist"
+
+    def datastore_keys(self, cluster: ClusterRef) -> dict[str, str]:
+        """etcd keys to write before any daemon starts."""
+        return {}
+
+    def install_specs(self, cluster: ClusterRef, node: NodeRef) -> list[ContainerSpec]:
+        """One-shot containers that install plugins into the node (DaemonSet init containers)."""
+        return []
+
+    @abstractmethod
+    def daemon_specs(self, cluster: ClusterRef, node: NodeRef) -> list[ContainerSpec]:
+        """The long-running CNI containers of one node, sharing its network namespace."""
+
+    @abstractmethod
+    def conflist(self, cluster: ClusterRef, node: NodeRef) -> dict[str, Any]:
+        """The CNI network configuration list written to the node's /etc/cni/net.d."""
+
+    def pod_cidr_note(self) -> str:
+        """How this CNI hands out pod addresses, for status output."""
+        return ""
