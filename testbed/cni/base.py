@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from testbed.provider.base import ContainerSpec
+from testbed.provider.base import ContainerSpec, Provider
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,10 @@ class Cni(ABC):
     @abstractmethod
     def conflist(self, cluster: ClusterRef, node: NodeRef) -> dict[str, Any]:
         """The CNI network configuration list written to the node's /etc/cni/net.d."""
+
+    def node_status(self, provider: Provider, node: str) -> dict[str, Any]:
+        """CNI facts of one node for `status` (pod CIDR, peers, ...), read from the node."""
+        return {}
 
     def pod_cidr_note(self) -> str:
         """How this CNI hands out pod addresses, for status output."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from testbed.cni.base import ClusterRef, Cni, NodeRef
 from testbed.constants import LABEL_NODE
-from testbed.provider.base import ContainerSpec
+from testbed.provider.base import ContainerSpec, Provider
 
 ETCD_PREFIX = "/coreos.com/network"
 DEFAULT_NETWORK = "10.244.0.0/16"
@@ -99,6 +99,13 @@ class Flannel(Cni):
                 {"type": "portmap", "capabilities": {"portMappings": True}},
             ],
         }
+
+    def node_status(self, provider: Provider, node: str) -> dict[str, Any]:
+        """The node's lease as flanneld wrote it to subnet.env."""
+        res = provider.exec(node, ["cat", "/run/flannel/subnet.env"])
+        env = dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
+        return {"pod_cidr": env.get("FLANNEL_SUBNET", ""), "mtu": env.get("FLANNEL_MTU", ""),
+                "ip_masq": env.get("FLANNEL_IPMASQ", "")}
 
     def pod_cidr_note(self) -> str:
         """Flannel leases one /24 per node from the network in etcd."""

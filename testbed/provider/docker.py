@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import posixpath
+import tarfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -143,6 +147,23 @@ class DockerProvider:
         except docker.errors.APIError as e:
             raise ProviderError(f"exec in {container} failed: {e.explanation}") from e
         return ExecResult(int(code if code is not None else 1), _text(out), _text(err))
+
+    def put_file(self, container: str, path: str, content: str | bytes, mode: int = 0o644
+                 ) -> None:
+        """Write one file into a container (its parent folder must exist)."""
+        data = content.encode() if isinstance(content, str) else content
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo(name=posixpath.basename(path))
+            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+        try:
+            ok = self.client.containers.get(container).put_archive(
+                posixpath.dirname(path), buf.getvalue())
+        except docker.errors.APIError as e:
+            raise ProviderError(f"cannot write {path} in {container}: {e.explanation}") from e
+        if not ok:
+            raise ProviderError(f"cannot write {path} in {container}")
 
     def logs(self, container: str, tail: int = 50) -> str:
         """The last lines a container printed (attached to timeout errors)."""

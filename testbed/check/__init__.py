@@ -1,0 +1,1 @@
+"""`check`: the connectivity matrix over the Kubernetes traffic paths."""

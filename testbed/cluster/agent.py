@@ -1,0 +1,62 @@
+"""Orchestrator-side client of the in-node agent (`python3 -m testbed.agent` via exec)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from testbed.constants import AGENT_CMD
+from testbed.errors import StepError
+from testbed.provider.base import Provider
+
+
+class NodeAgent:
+    """Talks to the agent inside one node container; every answer is JSON."""
+
+    def __init__(self, provider: Provider, node: str) -> None:
+        self.provider = provider
+        self.node = node
+
+    def call(self, *args: str) -> Any:
+        """Run one agent command and return its parsed JSON, or raise with its error line."""
+        res = self.provider.exec(self.node, [*AGENT_CMD, *args])
+        try:
+            data = json.loads(res.stdout) if res.stdout.strip() else None
+        except json.JSONDecodeError:
+            data = None
+        if res.exit_code != 0:
+            reason = data.get("error") if isinstance(data, dict) else None
+            detail = reason or (res.stderr.strip().splitlines() or ["no output"])[-1]
+            raise StepError(f"{self.node}: agent {' '.join(args[:2])} failed: {detail}")
+        return data
+
+    def setup(self) -> Any:
+        """Node start-up chores (plugin links, state dirs)."""
+        return self.call("setup")
+
+    def ready(self, timeout: float) -> Any:
+        """Wait until a conflist and its plugins are in place."""
+        return self.call("ready", "--timeout", str(timeout))
+
+    def pod_add(self, name: str, containers: list[str]) -> dict[str, Any]:
+        """Create a pod (netns + CNI ADD + its processes)."""
+        args = ["pod", "add", name]
+        for spec in containers:
+            args += ["--container", spec]
+        result: dict[str, Any] = self.call(*args)
+        return result
+
+    def pod_del(self, name: str) -> Any:
+        """Delete a pod (processes, CNI DEL, netns)."""
+        return self.call("pod", "del", name)
+
+    def pods(self) -> list[dict[str, Any]]:
+        """Every pod on this node."""
+        result: list[dict[str, Any]] = self.call("pod", "list")
+        return result
+
+    def probe(self, pod: str, url: str, count: int = 3, timeout: float = 3) -> dict[str, Any]:
+        """HTTP from inside a pod; the agent measures latency."""
+        result: dict[str, Any] = self.call(
+            "probe", pod, url, "--count", str(count), "--timeout", str(timeout))
+        return result

@@ -1,0 +1,217 @@
+"""`up`: the cluster lifecycle as a flat list of steps, rolled back as one on failure."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from testbed import console, images
+from testbed.cluster import model
+from testbed.cluster.agent import NodeAgent
+from testbed.cni import ClusterRef, Cni, NodeRef
+from testbed.constants import (
+    CNI_CONF_DIR,
+    ETCD_PORT,
+    LABEL_BACKEND,
+    LABEL_BUILD,
+    LABEL_CNI,
+    LABEL_IMAGES,
+    LABEL_NODE,
+    NODE_CAPS,
+    NODE_SECURITY_OPT,
+    NODE_SYSCTLS,
+)
+from testbed.errors import UserError
+from testbed.images.select import Selection, select
+from testbed.lifecycle import pipeline
+from testbed.lifecycle.wait import parallel, until
+from testbed.provider.base import ContainerSpec
+from testbed.provider.docker import DockerProvider
+from testbed.scenario import Scenario
+
+ETCD_TIMEOUT = 30.0
+CNI_TIMEOUT = 90.0
+
+
+@dataclass
+class UpContext:
+    """What the steps of `up` share while they build one cluster."""
+
+    provider: DockerProvider
+    scenario: Scenario
+    name: str
+    cni: Cni
+    backend: str
+    selection: Selection | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    etcd_ip: str = ""
+    nodes: list[NodeRef] = field(default_factory=list)
+    pods: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ref(self) -> ClusterRef:
+        """The cluster as the CNI module sees it."""
+        assert self.selection is not None
+        return ClusterRef(
+            name=self.name, network=model.network_name(self.name), backend=self.backend,
+            etcd_endpoint=f"http://{self.etcd_ip}:{ETCD_PORT}",
+            images=self.selection.images, nodes=tuple(self.nodes),
+            options={k: v for k, v in (("mtu", self.scenario.cni.mtu),
+                                       ("pod_cidr", self.scenario.cni.pod_cidr)) if v},
+        )
+
+    def labels(self) -> dict[str, str]:
+        """Labels that let `status` find the cluster's CNI, backend and build again."""
+        assert self.selection is not None
+        return {LABEL_CNI: self.cni.name, LABEL_BACKEND: self.backend,
+                LABEL_BUILD: self.selection.build,
+                LABEL_IMAGES: json.dumps({**self.tags, **self.selection.images}, sort_keys=True)}
+
+
+def ensure_images(ctx: UpContext) -> None:
+    """Select the build, then build whatever local image is missing (cached by content hash)."""
+    ctx.selection = select(ctx.provider.client, ctx.cni, ctx.scenario.cni.build,
+                           ctx.scenario.cni.images)
+    console.progress(ctx.selection.note)
+    specs = images.for_cni(ctx.cni.name if ctx.selection.build == "reference" else "")
+    ctx.tags = images.ensure(ctx.provider.client, specs)
+
+
+def create_network(ctx: UpContext) -> None:
+    """One bridge network: the nodes' shared L2 segment."""
+    ctx.provider.create_network(model.network_name(ctx.name), ctx.name, "network")
+
+
+def start_etcd(ctx: UpContext) -> None:
+    """The real etcd, health-checked before anything uses it."""
+    name = model.etcd_name(ctx.name)
+    info = ctx.provider.run(ContainerSpec(
+        name=name, image=ctx.tags["etcd"], cluster=ctx.name, role="datastore",
+        network=model.network_name(ctx.name), hostname=name, labels=ctx.labels(),
+        command=["--name=etcd", "--data-dir=/var/lib/etcd",
+                 f"--listen-client-urls=http://0.0.0.0:{ETCD_PORT}",
+                 f"--advertise-client-urls=http://{name}:{ETCD_PORT}"],
+    ))
+    ctx.etcd_ip = info.ip or ""
+
+    def healthy() -> bool:
+        return ctx.provider.exec(name, ["etcdctl", "endpoint", "health"]).exit_code == 0
+
+    until(healthy, ETCD_TIMEOUT, "etcd to become healthy", lambda: ctx.provider.logs(name))
+
+
+def start_nodes(ctx: UpContext) -> None:
+    """N node containers in parallel: explicit capabilities and sysctls, never --privileged."""
+
+    def start(index: int) -> NodeRef:
+        name = model.node_name(ctx.name, index)
+        vols = {logical: ctx.provider.create_volume(f"{name}-{logical}", ctx.name, "node")
+                for logical in ctx.cni.node_volumes}
+        info = ctx.provider.run(ContainerSpec(
+            name=name, image=ctx.tags["node"], cluster=ctx.name, role="node",
+            hostname=name, network=model.network_name(ctx.name),
+            labels={**ctx.labels(), LABEL_NODE: name},
+            env={"NODE_NAME": name},
+            volumes={vols[k]: path for k, path in ctx.cni.node_volumes.items()},
+            cap_add=NODE_CAPS, security_opt=NODE_SECURITY_OPT, sysctls=NODE_SYSCTLS,
+            init=True,
+        ))
+        NodeAgent(ctx.provider, name).setup()
+        return NodeRef(name=name, index=index, ip=info.ip or "", volumes=vols)
+
+    ctx.nodes = parallel(start, range(1, ctx.scenario.nodes + 1))
+
+
+def configure_datastore(ctx: UpContext) -> None:
+    """Write the CNI's cluster-wide keys (e.g. flannel's network config) to etcd."""
+    for key, value in ctx.cni.datastore_keys(ctx.ref).items():
+        res = ctx.provider.exec(model.etcd_name(ctx.name), ["etcdctl", "put", key, value])
+        if res.exit_code != 0:
+            raise UserError(f"etcd rejected {key}: {res.stderr.strip()}")
+
+
+def install_cni(ctx: UpContext) -> None:
+    """Init containers copy plugins into each node; the conflist goes to /etc/cni/net.d."""
+    cluster = ctx.ref
+
+    def install(node: NodeRef) -> None:
+        for spec in ctx.cni.install_specs(cluster, node):
+            res = ctx.provider.run_once(spec)
+            if res.exit_code != 0:
+                raise UserError(f"{spec.name} failed: {(res.stderr or res.stdout).strip()}")
+        conf = json.dumps(ctx.cni.conflist(cluster, node), indent=2)
+        ctx.provider.put_file(node.name, f"{CNI_CONF_DIR}/{ctx.cni.conflist_name}", conf)
+
+    parallel(install, ctx.nodes)
+
+
+def start_cni(ctx: UpContext) -> None:
+    """The CNI daemons, one set per node, each sharing its node's network namespace."""
+    cluster = ctx.ref
+    specs = [s for n in ctx.nodes for s in ctx.cni.daemon_specs(cluster, n)]
+    for s in specs:
+        s.labels = {**ctx.labels(), **s.labels}
+    parallel(ctx.provider.run, specs)
+
+
+def wait_cni(ctx: UpContext) -> None:
+    """Every node's CNI is ready: its files exist and the conflist's plugins are installed."""
+    cluster = ctx.ref
+
+    def ready(node: NodeRef) -> None:
+        daemons = [s.name for s in ctx.cni.daemon_specs(cluster, node)]
+        def logs() -> str:
+            return "\n".join(ctx.provider.logs(d, 30) for d in daemons)
+
+        for path in ctx.cni.ready_files:
+            def exists(p: str = path) -> bool:
+                return ctx.provider.exec(node.name, ["test", "-s", p]).exit_code == 0
+
+            until(exists, CNI_TIMEOUT, f"{path} on {node.name}", logs)
+        NodeAgent(ctx.provider, node.name).ready(CNI_TIMEOUT)
+
+    parallel(ready, ctx.nodes)
+
+
+def deploy_pods(ctx: UpContext) -> None:
+    """The scenario's pods: nodes in parallel, pods one at a time per node."""
+    by_node: dict[int, list[tuple[str, list[str]]]] = {}
+    for pod, node_index, dep in ctx.scenario.pods():
+        specs = [f"{c.name}=http:{c.port}" if c.port else f"{c.name}=sleep"
+                 for c in dep.containers]
+        by_node.setdefault(node_index, []).append((pod, specs))
+
+    def deploy(node: NodeRef) -> list[dict[str, Any]]:
+        agent = NodeAgent(ctx.provider, node.name)
+        return [agent.pod_add(pod, specs) for pod, specs in by_node.get(node.index, [])]
+
+    ctx.pods = [p for pods in parallel(deploy, ctx.nodes) for p in pods]
+
+
+def steps(ctx: UpContext) -> list[pipeline.Step[UpContext]]:
+    """The whole of `up`, in order."""
+    n = ctx.scenario.nodes
+    return [
+        pipeline.Step("Ensuring node images", ensure_images),
+        pipeline.Step(f"Creating network {model.network_name(ctx.name)}", create_network),
+        pipeline.Step("Starting etcd", start_etcd),
+        pipeline.Step(f"Starting {n} node{'s' if n > 1 else ''}", start_nodes),
+        pipeline.Step("Writing CNI config to etcd", configure_datastore),
+        pipeline.Step(f"Installing CNI ({ctx.cni.name})", install_cni),
+        pipeline.Step(f"Starting {ctx.cni.name} ({ctx.backend}) daemons", start_cni),
+        pipeline.Step("Waiting for the CNI to be ready", wait_cni),
+        pipeline.Step(f"Deploying {len(ctx.scenario.pods())} pods", deploy_pods),
+    ]
+
+
+def up(provider: DockerProvider, scenario: Scenario, name: str, cni: Cni, backend: str,
+       retain: bool = False) -> UpContext:
+    """Create a cluster; on any failure (Ctrl-C included) remove everything unless `retain`."""
+    model.validate_name(name)
+    if name in provider.clusters():
+        raise UserError(f"a cluster named {name!r} already exists: remove it with "
+                        f"`python -m testbed down {name}` or choose another --name")
+    ctx = UpContext(provider=provider, scenario=scenario, name=name, cni=cni, backend=backend)
+    pipeline.run(steps(ctx), ctx, lambda: provider.delete_cluster(name), retain=retain)
+    return ctx

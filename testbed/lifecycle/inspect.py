@@ -1,0 +1,61 @@
+"""`status` and `list`: everything read back from Docker labels and the nodes themselves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from testbed import cni as cnis
+from testbed.cluster import model
+from testbed.cluster.agent import NodeAgent
+from testbed.constants import LABEL_NODE
+from testbed.errors import TestbedError
+from testbed.lifecycle.wait import parallel
+from testbed.provider.base import Provider
+
+
+def status(provider: Provider, name: str) -> dict[str, Any]:
+    """Per node: container state, CNI daemons and their state, pod CIDR, pods."""
+    cluster = model.find(provider, name)
+    module = cnis.REGISTRY.get(cluster.cni)
+
+    def node(info: Any) -> dict[str, Any]:
+        daemons = [c for c in cluster.containers
+                   if c.role == "cni" and c.labels.get(LABEL_NODE) == info.name]
+        entry: dict[str, Any] = {
+            "name": info.name, "ip": info.ip, "state": info.status,
+            "cni_daemons": [{"name": d.name, "state": d.status, "image": d.image}
+                            for d in daemons],
+        }
+        if info.status == "running":
+            try:
+                entry |= module.node_status(provider, info.name) if module else {}
+                entry["pods"] = [{"name": p["name"], "ip": p.get("ip")}
+                                 for p in NodeAgent(provider, info.name).pods()]
+            except TestbedError as e:
+                entry["error"] = str(e)
+        return entry
+
+    etcd = cluster.etcd
+    return {
+        "cluster": cluster.name, "cni": cluster.cni, "backend": cluster.backend,
+        "build": cluster.build, "images": cluster.images,
+        "datastore": {"name": etcd.name, "ip": etcd.ip, "state": etcd.status} if etcd else None,
+        "nodes": parallel(node, cluster.nodes),
+    }
+
+
+def clusters(provider: Provider) -> list[dict[str, Any]]:
+    """One line per cluster: name, CNI, node count, state."""
+    out = []
+    for name in provider.clusters():
+        containers = provider.containers(cluster=name)
+        nodes = [c for c in containers if c.role == "node"]
+        labels = nodes[0].labels if nodes else {}
+        out.append({
+            "name": name, "cni": labels.get("io.testbed.cni", ""),
+            "backend": labels.get("io.testbed.backend", ""),
+            "build": labels.get("io.testbed.build", ""), "nodes": len(nodes),
+            "running": sum(c.status == "running" for c in containers),
+            "containers": len(containers),
+        })
+    return out
