@@ -56,8 +56,35 @@ FLANNEL_CNI_PLUGIN = ImageSpec(
     stands_in_for="docker.io/flannel/flannel-cni-plugin",
 )
 
+CALICO_NODE = ImageSpec(
+    name="reference-calico-node",
+    role="cni",
+    dockerfile_dir="calico-node",
+    sources=("testbed/__init__.py", "testbed/reference"),
+    wheels=(PYROUTE2,),
+    cni="calico",
+    stands_in_for="quay.io/calico/node",
+)
+CALICO_CNI = ImageSpec(
+    name="reference-calico-cni",
+    role="cni",
+    dockerfile_dir="calico-cni",
+    sources=("testbed/__init__.py", "testbed/reference"),
+    cni="calico",
+    stands_in_for="quay.io/calico/cni",
+)
+WEAVE = ImageSpec(
+    name="reference-weave",
+    role="cni",
+    dockerfile_dir="weave",
+    sources=("testbed/__init__.py", "testbed/reference"),
+    wheels=(PYROUTE2,),
+    cni="weave",
+    stands_in_for="docker.io/weaveworks/weave",
+)
+
 CORE: tuple[ImageSpec, ...] = (NODE, ETCD)
-REFERENCE: tuple[ImageSpec, ...] = (FLANNEL, FLANNEL_CNI_PLUGIN)
+REFERENCE: tuple[ImageSpec, ...] = (FLANNEL, FLANNEL_CNI_PLUGIN, CALICO_NODE, CALICO_CNI, WEAVE)
 ALL: tuple[ImageSpec, ...] = (BASE, *CORE, *REFERENCE)
 
 
