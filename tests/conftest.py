@@ -40,8 +40,8 @@ def provider() -> DockerProvider:
 
 @pytest.fixture(scope="session")
 def built(provider: DockerProvider) -> dict[str, str]:
-    """Every reference image, built once for the whole session."""
-    return images.ensure(provider.client, images.for_cni(None))
+    """The core and Flannel reference images, built once for the whole session."""
+    return images.ensure(provider.client, images.for_cni("flannel"))
 
 
 @dataclass
