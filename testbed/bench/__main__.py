@@ -1,0 +1,99 @@
+"""`python -m testbed.bench`: cluster up/down against a bare-container floor, warm build, memory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+from testbed import images
+from testbed.constants import LABEL_CLUSTER, LABEL_ROLE
+from testbed.lifecycle.wait import parallel
+from testbed.provider.docker import DockerProvider
+
+
+def _timed(argv: list[str]) -> float:
+    start = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "testbed", *argv], capture_output=True,
+                         text=True)
+    took = time.monotonic() - start
+    if res.returncode != 0:
+        raise SystemExit(f"`testbed {' '.join(argv)}` failed:\n{res.stderr}")
+    return took
+
+
+def floor(provider: DockerProvider, image: str, name: str, count: int = 4) -> float:
+    """Seconds to start and remove `count` bare containers from the node image."""
+    start = time.monotonic()
+    labels = {LABEL_CLUSTER: name, LABEL_ROLE: "bench"}
+    made = parallel(lambda i: provider.client.containers.run(
+        image, ["sleep", "infinity"], name=f"{name}-bare-{i}", detach=True, init=True,
+        labels=labels), range(count))
+    parallel(lambda c: c.remove(force=True), made)
+    return time.monotonic() - start
+
+
+def memory(provider: DockerProvider, cluster: str) -> list[dict[str, Any]]:
+    """Idle memory (MiB) of each node container and its CNI daemons."""
+    out = []
+    for info in provider.containers(cluster=cluster):
+        stats: Any = provider.client.containers.get(info.name).stats(stream=False)
+        mem = stats.get("memory_stats", {})
+        used = mem.get("usage", 0) - mem.get("stats", {}).get("inactive_file", 0)
+        out.append({"container": info.name, "role": info.role,
+                    "mem_mib": round(used / 2**20, 1)})
+    return out
+
+
+def main() -> None:
+    """Run the foundation benchmark once and print its figures (JSON with --json)."""
+    ap = argparse.ArgumentParser(prog="python -m testbed.bench")
+    ap.add_argument("--cni", default="flannel:vxlan")
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    provider = DockerProvider()
+    name = f"bench-{uuid.uuid4().hex[:6]}"
+    cni = args.cni.split(":")[0]
+    images.ensure(provider.client, images.for_cni(cni))
+    node_image = images.resolve(images.by_name("node")).tag
+    floor(provider, node_image, name)  # warm the engine's caches once
+    floor_s = floor(provider, node_image, name)
+    warm_build = _timed(["images", "build", "--cni", cni])
+    try:
+        up_s = _timed(["up", "--cni", args.cni, "--nodes", str(args.nodes), "--name", name,
+                       "--build", "reference"])
+        time.sleep(5)
+        mem = memory(provider, name)
+    finally:
+        down_s = _timed(["down", name])
+    nodes = [m for m in mem if m["role"] == "node"]
+    per_node = {n["container"]: round(n["mem_mib"] + sum(
+        m["mem_mib"] for m in mem if m["role"] == "cni" and m["container"].startswith(
+            n["container"] + "-")), 1) for n in nodes}
+    result = {
+        "cni": args.cni, "nodes": args.nodes,
+        "floor_s": round(floor_s, 2),
+        "up_s": round(up_s, 2), "up_over_floor": round(up_s / floor_s, 2),
+        "down_s": round(down_s, 2), "down_over_floor": round(down_s / floor_s, 2),
+        "warm_images_build_s": round(warm_build, 2),
+        "idle_mem_mib_per_node": per_node, "containers": mem,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"floor (start+remove 4 bare containers): {result['floor_s']} s")
+    print(f"up ({args.cni}, {args.nodes} nodes, 2 pods/node ready): {result['up_s']} s "
+          f"= {result['up_over_floor']}x floor (target <= 6x)")
+    print(f"down: {result['down_s']} s = {result['down_over_floor']}x floor (target <= 2x)")
+    print(f"warm images build: {result['warm_images_build_s']} s (target <= 5 s)")
+    for node, mib in per_node.items():
+        print(f"idle memory {node} (node + CNI daemons): {mib} MiB")
+
+
+if __name__ == "__main__":
+    main()
