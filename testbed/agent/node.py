@@ -1,0 +1,63 @@
+"""Node chores: plugin links and state dirs at start-up, and waiting for a usable CNI config."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from testbed.agent import cni, netns, pods
+
+DEBIAN_PLUGIN_DIR = "/usr/lib/cni"
+STATE_DIRS = (netns.NETNS_DIR, pods.STATE_DIR, pods.LOG_DIR, cni.DEFAULT_CACHE_DIR)
+
+
+def setup(bin_dir: str = cni.DEFAULT_CNI_PATH, source: str = DEBIAN_PLUGIN_DIR,
+          dirs: tuple[str, ...] = STATE_DIRS) -> dict[str, Any]:
+    """Link Debian's plugins into bin_dir (never replacing a CNI's own) and make state dirs."""
+    made = []
+    for d in (bin_dir, *dirs):
+        if not os.path.isdir(d):
+            os.makedirs(d, exist_ok=True)
+            made.append(d)
+    linked, kept = [], []
+    src = Path(source)
+    for plugin in sorted(src.iterdir()) if src.is_dir() else []:
+        if not (plugin.is_file() and os.access(plugin, os.X_OK)):
+            continue
+        dest = Path(bin_dir, plugin.name)
+        if os.path.lexists(dest):
+            kept.append(plugin.name)
+            continue
+        dest.symlink_to(plugin)
+        linked.append(plugin.name)
+    return {"bin_dir": bin_dir, "source": source, "linked": linked, "kept": kept,
+            "created_dirs": made}
+
+
+def readiness(conf_dir: str, paths: list[str]) -> dict[str, Any]:
+    """One look: is there a configuration, and is every plugin it names executable?"""
+    try:
+        netconf = cni.load_dir(conf_dir)
+    except cni.CniError as e:
+        return {"ready": False, "conf": None, "network": None, "missing": [],
+                "reason": str(e)}
+    missing = [t for t in netconf.plugin_types() if cni.find_plugin(t, paths) is None]
+    reason = f"plugins not in {os.pathsep.join(paths)}: {', '.join(missing)}" if missing else ""
+    return {"ready": not missing, "conf": netconf.source, "network": netconf.name,
+            "cni_version": netconf.cni_version, "plugins": netconf.plugin_types(),
+            "missing": missing, "reason": reason}
+
+
+def wait_ready(conf_dir: str, paths: list[str], timeout: float,
+               interval: float = 0.5) -> dict[str, Any]:
+    """Poll `readiness` until ready or `timeout` seconds passed."""
+    start = time.monotonic()
+    while True:
+        state = readiness(conf_dir, paths)
+        waited = time.monotonic() - start
+        if state["ready"] or waited >= timeout:
+            state["waited_s"] = round(waited, 2)
+            return state
+        time.sleep(min(interval, max(0.0, timeout - waited)))

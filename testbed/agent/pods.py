@@ -1,0 +1,439 @@
+"""Pods: a named netns with its processes, wired by the CNI runtime, with state kept as JSON."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from testbed.agent import AgentError, UsageError, cni, netns
+
+STATE_DIR = "/var/lib/testbed/pods"
+LOG_DIR = "/var/log/testbed/pods"
+IFNAME = "eth0"
+READY_TIMEOUT = 15.0
+STOP_GRACE = 5.0
+DEFAULT_CONTAINERS = ("app=http:8080",)
+PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class PodError(AgentError):
+    """A pod operation that could not be done."""
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One process of a pod: an http workload server, a sleeper, or a command."""
+
+    name: str
+    kind: str
+    port: int | None = None
+    argv: tuple[str, ...] = ()
+
+    def command(self) -> list[str]:
+        """The argv this container runs."""
+        if self.kind == "http":
+            return [sys.executable, "-m", "testbed.agent.workload", "--port", str(self.port),
+                    "--container", self.name]
+        if self.kind == "sleep":
+            return ["sleep", "infinity"]
+        return list(self.argv)
+
+
+def check_name(name: str, what: str = "pod") -> str:
+    """Names become netns and file names: DNS labels only."""
+    if not _NAME_RE.match(name):
+        raise UsageError(f"invalid {what} name {name!r}: use 1-63 lowercase letters, digits "
+                         "or '-', starting and ending with a letter or digit")
+    return name
+
+
+def parse_container_spec(text: str) -> ContainerSpec:
+    """`NAME=http:PORT`, `NAME=sleep` or `NAME=cmd:ARGV...` (argv split like a shell, no shell)."""
+    name, sep, rest = text.partition("=")
+    if not sep:
+        raise UsageError(f"container spec {text!r} must look like NAME=http:PORT, NAME=sleep "
+                         "or NAME=cmd:ARGV")
+    check_name(name, "container")
+    kind, _, arg = rest.partition(":")
+    if kind == "http":
+        if not arg.isdigit() or not 1 <= int(arg) <= 65535:
+            raise UsageError(f"container spec {text!r}: http needs a port 1-65535")
+        return ContainerSpec(name, "http", port=int(arg))
+    if kind == "sleep" and not arg:
+        return ContainerSpec(name, "sleep")
+    if kind == "cmd":
+        try:
+            argv = shlex.split(arg)
+        except ValueError as e:
+            raise UsageError(f"container spec {text!r}: {e}") from e
+        if not argv:
+            raise UsageError(f"container spec {text!r}: cmd needs a command")
+        return ContainerSpec(name, "cmd", argv=tuple(argv))
+    raise UsageError(f"container spec {text!r}: kind must be http:PORT, sleep or cmd:ARGV")
+
+
+def check_specs(specs: list[ContainerSpec]) -> list[ContainerSpec]:
+    """Container names and http ports must be unique within a pod."""
+    names = [s.name for s in specs]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise UsageError(f"duplicate container name(s): {', '.join(sorted(dup))}")
+    ports = [s.port for s in specs if s.port is not None]
+    dup_ports = {p for p in ports if ports.count(p) > 1}
+    if dup_ports:
+        raise UsageError(f"containers share port(s) {sorted(dup_ports)} in one network namespace")
+    return specs
+
+
+def _start_ticks(pid: int) -> int | None:
+    """Process start time in clock ticks (field 22 of /proc/PID/stat); None if gone or zombie."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def _owned(container: dict[str, Any], ns_path: str) -> bool:
+    """Whether the recorded pid is still this pod's process (same start time, same netns)."""
+    pid = container.get("pid")
+    if not isinstance(pid, int) or pid <= 1:
+        return False
+    ticks = _start_ticks(pid)
+    if ticks is None or ticks != container.get("start_ticks"):
+        return False
+    return not os.path.exists(ns_path) or netns.pid_in(pid, ns_path)
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+
+
+def _stop(container: dict[str, Any], ns_path: str) -> str:
+    """Stop one recorded process: 'stopped', 'killed' or 'gone' (never touches other pids)."""
+    if not _owned(container, ns_path):
+        return "gone"
+    pid = int(container["pid"])
+    for sig, grace, outcome in ((signal.SIGTERM, STOP_GRACE, "stopped"),
+                                (signal.SIGKILL, 2.0, "killed")):
+        _signal(pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # reaps it when the agent itself is the parent
+            if _start_ticks(pid) != container.get("start_ticks"):
+                return outcome
+            time.sleep(0.05)
+    raise PodError(f"process {pid} ({container.get('name')}) survived SIGKILL")
+
+
+def _log_tail(path: str, lines: int = 5) -> str:
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(ln for ln in text.splitlines()[-lines:] if ln.strip())
+
+
+def _http_ready(ns_path: str, port: int) -> bool:
+    """GET /healthz on 127.0.0.1:port from inside the pod answers 200."""
+    sock = netns.socket_in(ns_path)
+    try:
+        sock.settimeout(1.0)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        head = sock.recv(64)
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return head.startswith(b"HTTP/1.") and head[9:12] == b"200"
+
+
+class PodManager:
+    """Adds, deletes and lists the pods of this node."""
+
+    def __init__(self, runtime: cni.CniRuntime | None = None,
+                 conf_dir: str = cni.DEFAULT_CONF_DIR, state_dir: str = STATE_DIR,
+                 log_dir: str = LOG_DIR, node: str | None = None) -> None:
+        self.runtime = runtime or cni.CniRuntime()
+        self.conf_dir = conf_dir
+        self.state_dir = Path(state_dir)
+        self.log_dir = Path(log_dir)
+        self.node = node or os.environ.get("NODE_NAME") or socket.gethostname()
+
+    # -- state -------------------------------------------------------------------------
+
+    def _state_path(self, name: str) -> Path:
+        return self.state_dir / f"{name}.json"
+
+    def load(self, name: str) -> dict[str, Any] | None:
+        """A pod's record, or None."""
+        try:
+            rec = json.loads(self._state_path(name).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise PodError(f"pod {name}: unreadable state {self._state_path(name)}: {e}") from e
+        return rec if isinstance(rec, dict) else None
+
+    def _save(self, rec: dict[str, Any]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self._state_path(rec["name"])
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rec, indent=1))
+        os.replace(tmp, path)
+
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        lock_dir = self.state_dir / ".locks"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        with open(lock_dir / name, "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+
+    def get(self, name: str) -> dict[str, Any]:
+        """A pod's record or a PodError naming the pods that exist."""
+        rec = self.load(check_name(name))
+        if rec is None:
+            known = ", ".join(r["name"] for r in self.pods()) or "none"
+            raise PodError(f"no pod named {name!r} on {self.node} (pods: {known})")
+        return rec
+
+    def _rt(self, rec: dict[str, Any]) -> cni.RuntimeConf:
+        return cni.RuntimeConf(container_id=rec["container_id"], netns=rec["netns"],
+                               ifname=rec.get("ifname", IFNAME))
+
+    def _with_liveness(self, rec: dict[str, Any]) -> dict[str, Any]:
+        out = dict(rec)
+        out["containers"] = [dict(c, alive=_owned(c, rec["netns"]))
+                             for c in rec.get("containers", [])]
+        return out
+
+    # -- operations --------------------------------------------------------------------
+
+    def add(self, name: str, specs: list[ContainerSpec],
+            ready_timeout: float = READY_TIMEOUT) -> dict[str, Any]:
+        """Create the netns, CNI ADD eth0, start the containers, wait for http ones; record."""
+        check_name(name)
+        check_specs(specs)
+        with self._locked(name):
+            if self.load(name) is not None:
+                raise PodError(f"pod {name!r} already exists on {self.node}; delete it first")
+            if netns.exists(name):
+                raise PodError(f"network namespace {netns.path_of(name)} exists without a pod "
+                               "record; remove it (ip netns del) or pick another name")
+            netconf = cni.load_dir(self.conf_dir)
+            path = netns.create(name)
+            rec: dict[str, Any] = {
+                "name": name, "container_id": secrets.token_hex(32), "node": self.node,
+                "netns": path, "ifname": IFNAME, "network": netconf.name,
+                "conf": netconf.source, "cni_version": netconf.cni_version,
+                "status": "creating", "containers": [],
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            self._save(rec)  # a crash from here on is cleaned up by `pod del`
+            rt = self._rt(rec)
+            try:
+                result = self.runtime.add(netconf, rt)
+            except Exception as e:
+                self._undo(rec, netconf, [])
+                raise e
+            rec.update(cni.summarize(result, IFNAME), interfaces=result.get("interfaces", []),
+                       ips=result.get("ips", []), cni_result=result)
+            self._fill_from_links(rec)
+            self._save(rec)
+            try:
+                for spec in specs:
+                    rec["containers"].append(self._start(rec, spec))
+                    self._save(rec)
+                self._wait_ready(rec, ready_timeout)
+            except Exception as e:
+                self._undo(rec, netconf, rec["containers"])
+                raise e
+            rec["status"] = "running"
+            self._save(rec)
+            return self._with_liveness(rec)
+
+    def _fill_from_links(self, rec: dict[str, Any]) -> None:
+        """Take ip/mac from the interface itself when the CNI result left them out."""
+        if rec.get("ip") and rec.get("mac"):
+            return
+        for link in netns.links(rec["netns"]):
+            if link["name"] != rec["ifname"]:
+                continue
+            rec["mac"] = rec.get("mac") or link["mac"]
+            if not rec.get("ip") and link["addresses"]:
+                summary = cni.summarize({"ips": [{"address": link["addresses"][0]}]})
+                rec.update(ip=summary["ip"], address=summary["address"], cidr=summary["cidr"])
+
+    def _start(self, rec: dict[str, Any], spec: ContainerSpec) -> dict[str, Any]:
+        env = dict(os.environ)
+        env.update(POD_NAME=rec["name"], POD_IP=rec.get("ip") or "", NODE_NAME=self.node,
+                   CONTAINER_NAME=spec.name, PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+        if spec.port is not None:
+            env["PORT"] = str(spec.port)
+        log = str(self.log_dir / rec["name"] / f"{spec.name}.log")
+        argv = spec.command()
+        try:
+            pid = netns.spawn(rec["netns"], argv, log, env)
+        except OSError as e:
+            raise PodError(f"pod {rec['name']}: container {spec.name} ({argv[0]}) did not "
+                           f"start: {e.strerror or e}") from e
+        return {"name": spec.name, "kind": spec.kind, "port": spec.port, "argv": argv,
+                "pid": pid, "start_ticks": _start_ticks(pid), "log": log}
+
+    def _wait_ready(self, rec: dict[str, Any], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for c in rec["containers"]:
+            while True:
+                if not _owned(c, rec["netns"]):
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(c["pid"], os.WNOHANG)
+                    raise PodError(f"pod {rec['name']}: container {c['name']} exited: "
+                                   f"{_log_tail(c['log']) or 'no output'}")
+                if c["kind"] != "http" or _http_ready(rec["netns"], c["port"]):
+                    break
+                if time.monotonic() > deadline:
+                    raise PodError(f"pod {rec['name']}: container {c['name']} did not answer "
+                                   f"on localhost:{c['port']} within {timeout:g}s")
+                time.sleep(0.1)
+
+    def _undo(self, rec: dict[str, Any], netconf: cni.NetworkConfigList,
+              containers: list[dict[str, Any]]) -> None:
+        """Best-effort rollback of a failed add (processes, CNI DEL, netns, record)."""
+        for c in containers:
+            with contextlib.suppress(Exception):
+                _stop(c, rec["netns"])
+        with contextlib.suppress(Exception):
+            self.runtime.delete(netconf, self._rt(rec))
+        with contextlib.suppress(Exception):
+            netns.delete(rec["netns"])
+        self._state_path(rec["name"]).unlink(missing_ok=True)
+
+    def _netconf_for(self, rec: dict[str, Any],
+                     warnings: list[str]) -> cni.NetworkConfigList | None:
+        """The config an attachment was added with (libcni's cache), else the current one."""
+        cached = self.runtime.cached_config(rec["network"], self._rt(rec))
+        if cached is not None:
+            return cached
+        try:
+            current = cni.load_dir(self.conf_dir)
+        except cni.CniError as e:
+            warnings.append(f"CNI DEL skipped: {e}")
+            return None
+        if current.name != rec["network"]:
+            warnings.append(f"CNI DEL skipped: network {rec['network']!r} is no longer "
+                            f"configured (now {current.name!r})")
+            return None
+        return current
+
+    def delete(self, name: str) -> dict[str, Any]:
+        """Stop the processes, CNI DEL, remove the netns and the record; idempotent."""
+        check_name(name)
+        with self._locked(name):
+            rec = self.load(name)
+            if rec is None:
+                return {"name": name, "deleted": False, "reason": "no such pod"}
+            warnings: list[str] = []
+            stopped = {c["name"]: _stop(c, rec["netns"]) for c in rec.get("containers", [])}
+            rec["status"] = "deleting"
+            self._save(rec)
+            netconf = self._netconf_for(rec, warnings)
+            if netconf is not None:
+                self.runtime.delete(netconf, self._rt(rec))
+            netns.delete(rec["netns"])
+            self._state_path(name).unlink(missing_ok=True)
+            for c in rec.get("containers", []):
+                Path(c["log"]).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                (self.log_dir / name).rmdir()
+            return {"name": name, "deleted": True, "container_id": rec["container_id"],
+                    "ip": rec.get("ip"), "containers": stopped, "warnings": warnings}
+
+    def pods(self) -> list[dict[str, Any]]:
+        """Every pod record on this node, with each container's liveness."""
+        out = []
+        if self.state_dir.is_dir():
+            for path in sorted(self.state_dir.glob("*.json")):
+                rec = self.load(path.stem)
+                if rec is not None:
+                    out.append(self._with_liveness(rec))
+        return out
+
+    def show(self, name: str) -> dict[str, Any]:
+        """One pod's record, container liveness and the live interfaces of its netns."""
+        rec = self._with_liveness(self.get(name))
+        rec["links"] = netns.links(rec["netns"]) if os.path.exists(rec["netns"]) else []
+        return rec
+
+    def check(self, name: str) -> dict[str, Any]:
+        """CNI CHECK of a pod's attachment against the current configuration."""
+        rec = self.get(name)
+        netconf = cni.load_dir(self.conf_dir)
+        if netconf.name != rec["network"]:
+            raise PodError(f"pod {name} is attached to network {rec['network']!r}, but the "
+                           f"configured network is now {netconf.name!r}")
+        checked = self.runtime.check(netconf, self._rt(rec))
+        return {"pod": name, "network": netconf.name, "cni_version": netconf.cni_version,
+                "checked": checked, "ok": True,
+                "reason": "" if checked else "disableCheck is set in the configuration"}
+
+    def _env(self, rec: dict[str, Any]) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(POD_NAME=rec["name"], POD_IP=rec.get("ip") or "", NODE_NAME=self.node)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+        return env
+
+    def exec(self, name: str, argv: list[str]) -> int:
+        """Run a command in the pod's netns with this process's stdio; its exit code."""
+        rec = self.get(name)
+        try:
+            code = netns.run(rec["netns"], argv, env=self._env(rec)).returncode
+        except FileNotFoundError as e:
+            raise PodError(f"command not found: {argv[0]}") from e
+        return code if code >= 0 else 128 - code  # killed by a signal: 128+N like a shell
+
+    def probe(self, name: str, url: str, count: int, timeout: float) -> dict[str, Any]:
+        """HTTP probe from a process inside the pod's netns."""
+        rec = self.get(name)
+        argv = [sys.executable, "-m", "testbed.agent.probe", url, "--count", str(count),
+                "--timeout", str(timeout)]
+        limit = count * (timeout + 1) + 15
+        try:
+            proc = netns.run(rec["netns"], argv, capture=True, env=self._env(rec), timeout=limit)
+        except subprocess.TimeoutExpired as e:
+            raise PodError(f"probe from {name} did not finish within {limit:g}s") from e
+        try:
+            result: dict[str, Any] = json.loads(proc.stdout)
+        except ValueError as e:
+            err = proc.stderr.decode(errors="replace").strip().splitlines()
+            raise PodError(f"probe from {name} failed: {err[-1] if err else 'no output'}") from e
+        result.update(src=name, src_ip=rec.get("ip"))
+        return result
