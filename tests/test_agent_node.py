@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +16,6 @@ pytestmark = pytest.mark.docker
 
 REPO = Path(__file__).resolve().parent.parent
 LABEL = "io.testbed.cluster=test-agent"
-BASE = os.environ.get("TESTBED_TEST_BASE", "probe/base:1")
 RUN = uuid.uuid4().hex[:8]
 SUBNET = ipaddress.ip_network("10.250.0.0/24")
 CONFLIST = {
@@ -49,56 +45,13 @@ def docker(*args: str, input: str | None = None, check: bool = True,
     return res
 
 
-def _wheels() -> Path:
-    """pyroute2's wheel, downloaded on the host once (containers lack the host's CA)."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "testbed",
-                 "test-agent-wheels")
-    if not any(cache.glob("pyroute2-0.9.7-*.whl")):
-        cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                        "-d", str(cache), "pyroute2==0.9.7"], check=True, timeout=300)
-    return cache
-
-
 @pytest.fixture(scope="module")
-def node_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The node image from images/node, built FROM $TESTBED_TEST_BASE.
+def node_image() -> str:
+    """The node image from images/node, built (or found cached) by the project's builder."""
+    from testbed import images
+    from testbed.provider.docker import connect
 
-    Stand-in for the project's image builder (testbed.images), which will replace this
-    fixture: same Dockerfile, same context layout (the Dockerfile's folder, repo files at
-    repo-relative paths, wheels/).
-    """
-    if shutil.which("docker") is None or docker("info", check=False).returncode != 0:
-        pytest.skip("no Docker engine")
-    if docker("image", "inspect", BASE, check=False).returncode != 0:
-        pytest.skip(f"base image {BASE} not present (set TESTBED_TEST_BASE to a Debian "
-                    "bookworm image with python3, iproute2 and iptables)")
-    made: list[str] = []
-    base = BASE
-    try:
-        if docker("run", "--rm", "--label", LABEL, BASE, "python3", "-m", "pip", "--version",
-                  check=False).returncode != 0:
-            base = f"test-agent/base-pip:{RUN}"
-            docker("build", "-q", "--label", LABEL, "--build-arg", f"BASE={BASE}", "-t", base,
-                   "-", input="ARG BASE\nFROM ${BASE}\nRUN apt-get update && apt-get install "
-                   "-y --no-install-recommends python3-pip && rm -rf /var/lib/apt/lists/*\n")
-            made.append(base)
-        ctx = tmp_path_factory.mktemp("node-ctx")
-        shutil.copytree(REPO / "images" / "node", ctx, dirs_exist_ok=True)
-        (ctx / "testbed").mkdir()
-        shutil.copy2(REPO / "testbed" / "__init__.py", ctx / "testbed" / "__init__.py")
-        shutil.copytree(REPO / "testbed" / "agent", ctx / "testbed" / "agent",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        shutil.copytree(_wheels(), ctx / "wheels")
-        tag = f"test-agent/node:{RUN}"
-        docker("build", "-q", "--label", LABEL, "--build-arg", f"BASE={base}", "-t", tag,
-               str(ctx))
-        made.append(tag)
-        yield tag
-    finally:
-        if not os.environ.get("TESTBED_TEST_KEEP_IMAGES"):
-            for image in reversed(made):
-                docker("rmi", "-f", image, check=False)
+    return images.ensure(connect(), (images.by_name("node"),))["node"]
 
 
 @pytest.fixture(scope="module")
