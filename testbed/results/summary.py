@@ -1,0 +1,177 @@
+"""The shape of a run summary (summary.json): sections, row keys, run ids, merging partial data."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from testbed.errors import TestbedError
+
+Row = dict[str, Any]
+Summary = dict[str, Any]
+
+# Row sections: lists of flat dicts. The key columns say which rows are "the same measurement",
+# so a later snapshot of a row replaces an earlier one when partial data is merged.
+ROW_SECTIONS: dict[str, tuple[str, ...]] = {
+    "paths": ("path",),
+    "throughput": ("path", "protocol", "streams"),
+    "resources": ("container", "phase"),
+    "baselines": ("path", "kind", "protocol", "streams"),
+    "timeseries": ("path", "t"),
+}
+# Dict sections: merged key by key ("meta" is merged into the top level of the summary).
+DICT_SECTIONS = ("meta", "environment", "mtu", "generator")
+SECTIONS = (*ROW_SECTIONS, *DICT_SECTIONS)
+
+# Column order for CSVs and for reading; keys beyond these are kept, after them.
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "paths": ("path", "requests", "failures", "rps", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
+              "max_ms", "generator_bound", "mtu"),
+    "throughput": ("path", "protocol", "streams", "gbit_s", "mtu"),
+    "resources": ("container", "phase", "cpu_pct", "mem_mib"),
+    "baselines": ("path", "kind", "requests", "failures", "rps", "p50_ms", "p90_ms", "p95_ms",
+                  "p99_ms", "max_ms", "generator_bound", "protocol", "streams", "gbit_s"),
+    "timeseries": ("path", "t", "rps", "p50_ms", "p95_ms", "failures_per_s", "users"),
+}
+
+INT_KEYS = frozenset({"requests", "failures", "streams", "users", "mtu"})
+BOOL_KEYS = frozenset({"generator_bound"})
+TEXT_KEYS = frozenset({"path", "protocol", "container", "phase", "kind"})
+
+STATUSES = ("running", "complete", "interrupted", "failed")
+
+
+class ResultsError(TestbedError):
+    """A result could not be recorded or read back."""
+
+
+def utc_now() -> str:
+    """The current time as an ISO 8601 UTC string with a Z suffix, to the second."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_run_id(cni: str, backend: str | None, when: datetime | None = None) -> str:
+    """`20261126T101500Z-flannel-vxlan-1a2b3c`: sortable by time, readable, unique."""
+    stamp = (when or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    parts = [stamp, cni, *([backend] if backend else []), secrets.token_hex(3)]
+    return "-".join(p.replace("/", "_").replace(":", "-") for p in parts)
+
+
+def baseline_kind(row: Mapping[str, Any]) -> str:
+    """A baseline row is an HTTP ceiling (Locust stats) or a throughput ceiling (iperf3)."""
+    return str(row.get("kind") or ("throughput" if "gbit_s" in row else "http"))
+
+
+def row_key(section: str, row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The identity of a row within its section."""
+    if section == "baselines":
+        row = {**row, "kind": baseline_kind(row)}
+    return tuple(row.get(k) for k in ROW_SECTIONS[section])
+
+
+def dedupe(section: str, rows: Iterable[Mapping[str, Any]]) -> list[Row]:
+    """Rows in first-seen order, each key holding its latest value."""
+    latest: dict[tuple[Any, ...], Row] = {}
+    for row in rows:
+        latest[row_key(section, row)] = dict(row)  # an overwrite keeps the first position
+    return list(latest.values())
+
+
+def coerce(section: str, row: Mapping[str, Any]) -> Row:
+    """The row with its documented columns in their documented types (ints, floats, bools)."""
+    out = dict(row)
+    if section == "baselines":
+        out["kind"] = baseline_kind(row)
+    for key in COLUMNS[section]:
+        value = out.get(key)
+        if value is None or key in TEXT_KEYS:
+            continue
+        try:
+            if key in BOOL_KEYS:
+                out[key] = bool(value)
+            elif key in INT_KEYS:
+                out[key] = int(value)
+            else:
+                out[key] = float(value)
+        except (TypeError, ValueError) as e:
+            raise ResultsError(f"{section}: {key}={value!r} is not a number") from e
+    return out
+
+
+def status_of(summary: Mapping[str, Any]) -> str:
+    """complete, interrupted or failed: an explicit valid `status` wins, else `interrupted`."""
+    status = summary.get("status")
+    if status in STATUSES and status != "running":
+        return str(status)
+    return "interrupted" if summary.get("interrupted") else "complete"
+
+
+def normalize(summary: Mapping[str, Any]) -> Summary:
+    """A copy holding every key DESIGN.md promises, defaults filled, row sections de-duplicated."""
+    out: Summary = dict(summary)
+    if not out.get("run_id") or not out.get("cni"):
+        raise ResultsError("a run summary needs at least run_id and cni")
+    out.setdefault("backend", "")
+    out.setdefault("build", "unknown")
+    out.setdefault("images", {})
+    out.setdefault("duration_s", 0.0)
+    out["interrupted"] = bool(out.get("interrupted", False))
+    out.setdefault("report", "")
+    for section in ROW_SECTIONS:
+        if section in out or section in ("paths", "throughput", "resources"):
+            out[section] = [coerce(section, r) for r in dedupe(section, out.get(section) or [])]
+    out["status"] = status_of(out)
+    return out
+
+
+def merge_partial(summary: Mapping[str, Any], partial: Mapping[str, Any]) -> Summary:
+    """The summary, with anything it lacks taken from the partial record (nothing measured is lost).
+
+    A row section the summary fills wins; one it omits or leaves empty comes from `partial`.
+    Dict sections are merged (the summary's keys win). Top-level keys of `partial` (the "meta"
+    section) fill keys the summary does not set.
+    """
+    out: Summary = dict(summary)
+    for key, value in partial.items():
+        if key in ROW_SECTIONS:
+            if not out.get(key) and value:
+                out[key] = list(value)
+        elif key in ("environment", "mtu", "generator") and isinstance(value, dict):
+            out[key] = {**value, **(out.get(key) or {})}
+        else:
+            out.setdefault(key, value)
+    return out
+
+
+def fold(records: Iterable[tuple[str, Any]]) -> Summary:
+    """Fold (section, rows) records, in the order they were made, into a summary-shaped dict."""
+    out: Summary = {}
+    for section, rows in records:
+        if section in ROW_SECTIONS:
+            out[section] = dedupe(section, [*out.get(section, []), *as_rows(rows)])
+        elif section == "meta":
+            for row in as_rows(rows):
+                out.update(row)
+        else:
+            merged = dict(out.get(section) or {})
+            for row in as_rows(rows):
+                merged.update(row)
+            out[section] = merged
+    return out
+
+
+def as_rows(rows: Any) -> list[Row]:
+    """One dict or a list of dicts, as a list of dicts; anything else is a caller's mistake."""
+    if isinstance(rows, Mapping):
+        return [dict(rows)]
+    if isinstance(rows, list | tuple) and all(isinstance(r, Mapping) for r in rows):
+        return [dict(r) for r in rows]
+    raise ResultsError(f"rows must be a dict or a list of dicts, not {type(rows).__name__}")
+
+
+def check_section(section: str) -> None:
+    """Refuse a section name this package does not know, naming the ones it does."""
+    if section not in SECTIONS:
+        raise ResultsError(f"unknown results section {section!r}: one of {', '.join(SECTIONS)}")
