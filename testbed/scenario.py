@@ -2,48 +2,62 @@
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from testbed.constants import MAX_NODES, MIN_NODES
 from testbed.errors import UserError
 from testbed.paths import SCENARIOS_DIR
 
 DEFAULT_SCENARIO = SCENARIOS_DIR / "default.yaml"
+NAME = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
+NODEPORT_RANGE = (30000, 32767)
+LoadPath = Literal["pod-to-service", "nodeport", "ingress"]
+LOAD_PATHS: tuple[LoadPath, ...] = ("pod-to-service", "nodeport", "ingress")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class CniConfig(_Model):
-    """Which CNI, backend and build; optional MTU and image overrides."""
+    """Which CNI, backend and build; optional MTU, pod CIDR and image overrides."""
 
     name: str = "flannel"
     backend: str | None = None
     build: Literal["auto", "upstream", "reference"] = "auto"
     mtu: int | None = Field(default=None, ge=576, le=9000)
-    pod_cidr: str | None = None
+    pod_cidr: str | None = Field(default=None, alias="podCIDR")
     images: dict[str, str] = Field(default_factory=dict)
 
 
 class Container(_Model):
-    """A process in a pod; `port` makes it the HTTP workload on that port."""
+    """A process in a pod; `port` makes it the HTTP workload on that port, else it sleeps."""
 
-    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+    name: str = Field(pattern=NAME)
     port: int | None = Field(default=None, ge=1, le=65535)
 
 
-class Deployment(_Model):
-    """Replicas of one pod template, spread round-robin across nodes."""
+class Placement(_Model):
+    """Spread round-robin over all nodes (default) or over the listed node numbers."""
 
-    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+    nodes: list[int] = Field(default_factory=list)
+
+
+class Deployment(_Model):
+    """Replicas of one pod template."""
+
+    name: str = Field(pattern=NAME)
     replicas: int = Field(default=1, ge=0, le=200)
+    labels: dict[str, str] = Field(default_factory=dict)
     containers: list[Container] = Field(
         default_factory=lambda: [Container(name="app", port=8080)], min_length=1)
+    placement: Placement = Field(default_factory=Placement)
 
     @field_validator("containers")
     @classmethod
@@ -54,6 +68,105 @@ class Deployment(_Model):
             raise ValueError("container names and ports must be unique within a pod")
         return v
 
+    @property
+    def pod_labels(self) -> dict[str, str]:
+        """Labels every replica carries (`app: <name>` unless given)."""
+        return self.labels or {"app": self.name}
+
+
+class ServicePort(_Model):
+    """One service port: `port` on the ClusterIP, `targetPort` on the pods, `nodePort`."""
+
+    name: str | None = None
+    port: int = Field(ge=1, le=65535)
+    target_port: int | None = Field(default=None, alias="targetPort", ge=1, le=65535)
+    node_port: int | None = Field(default=None, alias="nodePort")
+    protocol: Literal["TCP"] = "TCP"
+
+    @field_validator("node_port")
+    @classmethod
+    def _in_range(cls, v: int | None) -> int | None:
+        lo, hi = NODEPORT_RANGE
+        if v is not None and not lo <= v <= hi:
+            raise ValueError(f"nodePort {v} is outside {lo}-{hi}")
+        return v
+
+    @property
+    def target(self) -> int:
+        """The pod port (defaults to `port`, as in Kubernetes)."""
+        return self.target_port or self.port
+
+
+class Service(_Model):
+    """A Kubernetes Service: a stable virtual IP load-balanced over ready selected pods."""
+
+    name: str = Field(pattern=NAME)
+    type: Literal["ClusterIP", "NodePort"] = "ClusterIP"
+    selector: dict[str, str] = Field(min_length=1)
+    ports: list[ServicePort] = Field(min_length=1)
+    cluster_ip: str | None = Field(default=None, alias="clusterIP")
+
+
+class IngressPath(_Model):
+    """`path` (prefix) routed to `service:port`."""
+
+    path: str = Field(default="/", pattern=r"^/")
+    service: str
+    port: int = Field(ge=1, le=65535)
+
+
+class IngressRule(_Model):
+    """Host-based rule with path prefixes, as in networking.k8s.io/v1 Ingress."""
+
+    host: str = Field(pattern=r"^[a-z0-9.-]+$")
+    paths: list[IngressPath] = Field(min_length=1)
+
+
+class LabelSelector(_Model):
+    """`matchLabels`, as in Kubernetes."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict, alias="matchLabels")
+
+
+class PolicyPeer(_Model):
+    """`from` entry: pods selected by labels."""
+
+    pod_selector: LabelSelector = Field(alias="podSelector")
+
+
+class PolicyPort(_Model):
+    """A destination port the rule allows."""
+
+    port: int = Field(ge=1, le=65535)
+    protocol: Literal["TCP", "UDP"] = "TCP"
+
+
+class IngressPolicyRule(_Model):
+    """One ingress rule: who (`from`) may reach which `ports`."""
+
+    from_: list[PolicyPeer] = Field(default_factory=list, alias="from")
+    ports: list[PolicyPort] = Field(default_factory=list)
+
+
+class NetworkPolicy(_Model):
+    """The Kubernetes NetworkPolicy subset the testbed enforces through the CNI."""
+
+    name: str = Field(pattern=NAME)
+    pod_selector: LabelSelector = Field(alias="podSelector")
+    policy_types: list[Literal["Ingress"]] = Field(default=["Ingress"], alias="policyTypes")
+    ingress: list[IngressPolicyRule] = Field(default_factory=list)
+
+
+class LoadProfile(_Model):
+    """Locust's knobs for `run`."""
+
+    users: int = Field(default=20, ge=1, le=5000)
+    spawn_rate: float = Field(default=10, gt=0, le=1000)
+    duration_s: float = Field(default=30, gt=0, le=24 * 3600)
+    seed: int = 1
+    paths: list[LoadPath] = Field(default_factory=lambda: list(LOAD_PATHS))
+    workers: int = Field(default=2, ge=1, le=16)
+
 
 class Scenario(_Model):
     """A whole testbed scenario."""
@@ -61,17 +174,78 @@ class Scenario(_Model):
     name: str = "default"
     nodes: int = Field(default=3, ge=MIN_NODES, le=MAX_NODES)
     cni: CniConfig = Field(default_factory=CniConfig)
+    service_cidr: str = Field(default="10.96.0.0/16", alias="serviceCIDR")
     deployments: list[Deployment] = Field(default_factory=list)
+    services: list[Service] = Field(default_factory=list)
+    ingress: list[IngressRule] = Field(default_factory=list)
+    network_policies: list[NetworkPolicy] = Field(default_factory=list,
+                                                  alias="networkPolicies")
+    load: LoadProfile = Field(default_factory=LoadProfile)
+
+    @model_validator(mode="after")
+    def _references(self) -> Scenario:
+        deps = {d.name for d in self.deployments}
+        if len(deps) != len(self.deployments):
+            raise ValueError("deployment names must be unique")
+        for d in self.deployments:
+            bad = [n for n in d.placement.nodes if not 1 <= n <= self.nodes]
+            if bad:
+                raise ValueError(f"deployment {d.name}: placement node {bad[0]} is not in "
+                                 f"1..{self.nodes}")
+        svcs = {s.name: s for s in self.services}
+        if len(svcs) != len(self.services):
+            raise ValueError("service names must be unique")
+        node_ports = [p.node_port for s in self.services for p in s.ports if p.node_port]
+        if len(set(node_ports)) != len(node_ports):
+            raise ValueError("nodePorts must be unique across services")
+        for s in self.services:
+            if not any(_selects(s.selector, d.pod_labels) for d in self.deployments):
+                raise ValueError(f"service {s.name}: selector {s.selector} matches no "
+                                 "deployment")
+            if s.type == "ClusterIP" and any(p.node_port for p in s.ports):
+                raise ValueError(f"service {s.name}: nodePort needs type NodePort")
+        for rule in self.ingress:
+            for p in rule.paths:
+                if p.service not in svcs:
+                    raise ValueError(f"ingress {rule.host}{p.path}: unknown service "
+                                     f"{p.service!r} (services: {', '.join(svcs) or 'none'})")
+                if p.port not in [sp.port for sp in svcs[p.service].ports]:
+                    raise ValueError(f"ingress {rule.host}{p.path}: service {p.service} has "
+                                     f"no port {p.port}")
+        self._check_cidrs()
+        return self
+
+    def _check_cidrs(self) -> None:
+        svc = ipaddress.ip_network(self.service_cidr)
+        if self.cni.pod_cidr:
+            pod = ipaddress.ip_network(self.cni.pod_cidr)
+            if svc.overlaps(pod):
+                raise ValueError(f"serviceCIDR {svc} overlaps the pod CIDR {pod}")
+        for s in self.services:
+            if s.cluster_ip and ipaddress.ip_address(s.cluster_ip) not in svc:
+                raise ValueError(f"service {s.name}: clusterIP {s.cluster_ip} is outside "
+                                 f"serviceCIDR {svc}")
 
     def pods(self) -> list[tuple[str, int, Deployment]]:
-        """(pod name, node index from 1, deployment) with replicas spread over the nodes."""
+        """(pod name, node index from 1, deployment), replicas spread over allowed nodes."""
         out: list[tuple[str, int, Deployment]] = []
         slot = 0
         for dep in self.deployments:
+            allowed = dep.placement.nodes or list(range(1, self.nodes + 1))
             for i in range(dep.replicas):
-                out.append((f"{dep.name}-{i}", slot % self.nodes + 1, dep))
+                out.append((f"{dep.name}-{i}", allowed[(slot if not dep.placement.nodes
+                                                        else i) % len(allowed)], dep))
                 slot += 1
         return out
+
+    def digest(self) -> str:
+        """A stable hash of the validated scenario, recorded with every result."""
+        dumped = self.model_dump_json(by_alias=True, exclude_none=True)
+        return hashlib.sha256(dumped.encode()).hexdigest()[:16]
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
 
 
 def load(path: str | Path | None) -> Scenario:
@@ -85,9 +259,15 @@ def load(path: str | Path | None) -> Scenario:
         raise UserError(f"scenario file {file} does not exist") from e
     except yaml.YAMLError as e:
         raise UserError(f"{file}: not valid YAML: {e}".replace("\n", " ")) from e
+    if not isinstance(data, dict):
+        raise UserError(f"{file}: the top level must be a mapping of scenario fields")
     try:
         return Scenario.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise UserError(f"{file}: {where}: {first['msg']}") from e
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        allowed = first.get("ctx", {}).get("expected")
+        raise UserError(f"{file}: {where}: {msg}" + (f" (allowed: {allowed})"
+                                                     if allowed and allowed not in msg else "")
+                        ) from e

@@ -65,7 +65,7 @@ def main() -> None:
     floor_s = floor(provider, node_image, name)
     warm_build = _timed(["images", "build", "--cni", cni])
     try:
-        up_s = _timed(["up", "--cni", args.cni, "--nodes", str(args.nodes), "--name", name,
+        up_s = _timed(["up", "bench", "--cni", args.cni, "--nodes", str(args.nodes), "--name", name,
                        "--build", "reference"])
         time.sleep(5)
         mem = memory(provider, name)
