@@ -224,13 +224,12 @@ def list_(as_json: bool) -> None:
 def check(name: str, as_json: bool, junit: str | None) -> None:
     """Run the connectivity matrix from inside pods; exit 1 if any case fails."""
     from testbed.check import junit as junit_xml
-    from testbed.check.matrix import execute, inventory, plan, report
+    from testbed.check.matrix import report, run
     from testbed.cluster.model import find
 
     provider = _provider()
     cluster = find(provider, name)
-    cases = execute(provider, plan(inventory(provider, cluster)))
-    doc = report(cluster, cases)
+    doc = report(cluster, run(provider, cluster))
     if junit:
         junit_xml.write(doc, Path(junit))
     if as_json:

@@ -10,7 +10,7 @@ import time
 import pytest
 from conftest import Running, testbed_cli
 
-from testbed.check.matrix import execute, inventory, plan
+from testbed.check.matrix import run
 from testbed.cluster.agent import NodeAgent
 from testbed.cluster.model import find
 
@@ -39,6 +39,7 @@ def test_pods_reach_each_other_across_every_node_pair(fixture: str,
     cross = [c for c in cases if c["path"] == "pod-to-pod-cross-node"]
     same = [c for c in cases if c["path"] == "pod-to-pod-same-node"]
     assert len(cross) == 3 * 2, "every ordered pair of the three nodes"
+    assert [c["status"] for c in cases if c["path"] == "container-to-container"] == ["pass"]
     assert len(same) == 3
     assert all(c["status"] == "pass" for c in cases), cases
     assert all(float(str(c["latency_ms"])) > 0 for c in cases)
@@ -124,7 +125,7 @@ def test_restarted_flanneld_keeps_its_lease_and_pods_stay_reachable(
     cluster = find(p, flannel_vxlan.name)
     deadline = time.monotonic() + 30
     while True:  # the restarted daemon re-syncs its routes; allow it a bounded moment
-        cases = execute(p, plan(inventory(p, cluster)))
+        cases = run(p, cluster)
         failing = [c for c in cases if c.status != "pass"]
         if not failing or time.monotonic() > deadline:
             break

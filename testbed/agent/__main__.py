@@ -79,6 +79,7 @@ def build_parser() -> Parser:
     pr.add_argument("url")
     pr.add_argument("--count", type=_positive_int, default=3)
     pr.add_argument("--timeout", type=_seconds, default=3.0)
+    pr.add_argument("--header", action="append", default=[], help="'Name: value'")
 
     c = sub.add_parser("cni", help="CNI operations").add_subparsers(
         dest="cni_cmd", required=True, parser_class=Parser)
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> Any:
             return {"plugin": args.plugin, "path": runtime.plugin_path(args.plugin), **info}
         return mgr.check(args.pod)
     if args.cmd == "probe":
-        return mgr.probe(args.pod, args.url, args.count, args.timeout)
+        return mgr.probe(args.pod, args.url, args.count, args.timeout, args.header)
     actions: dict[str, Callable[[], Any]] = {
         "add": lambda: mgr.add(args.name, pods.check_specs(
             args.containers or [pods.parse_container_spec(s) for s in pods.DEFAULT_CONTAINERS]),

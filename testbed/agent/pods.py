@@ -420,11 +420,14 @@ class PodManager:
             raise PodError(f"command not found: {argv[0]}") from e
         return code if code >= 0 else 128 - code  # killed by a signal: 128+N like a shell
 
-    def probe(self, name: str, url: str, count: int, timeout: float) -> dict[str, Any]:
+    def probe(self, name: str, url: str, count: int, timeout: float,
+              headers: list[str] | None = None) -> dict[str, Any]:
         """HTTP probe from a process inside the pod's netns."""
         rec = self.get(name)
         argv = [sys.executable, "-m", "testbed.agent.probe", url, "--count", str(count),
                 "--timeout", str(timeout)]
+        for header in headers or []:
+            argv += ["--header", header]
         limit = count * (timeout + 1) + 15
         try:
             proc = netns.run(rec["netns"], argv, capture=True, env=self._env(rec), timeout=limit)

@@ -22,7 +22,7 @@ def _parse_body(raw: bytes) -> Any:
         return text
 
 
-def request(url: str, timeout: float) -> dict[str, Any]:
+def request(url: str, timeout: float, headers: dict[str, str] | None = None) -> dict[str, Any]:
     """One GET: ok (2xx), status, body (JSON when it parses), latency_ms, error."""
     parts = urlsplit(url)
     sample: dict[str, Any] = {"ok": False, "status": None, "body": None, "latency_ms": None,
@@ -36,7 +36,8 @@ def request(url: str, timeout: float) -> dict[str, Any]:
     start = time.perf_counter()
     conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
     try:
-        conn.request("GET", path, headers={"Connection": "close", "User-Agent": "testbed-probe"})
+        conn.request("GET", path, headers={"Connection": "close", "User-Agent": "testbed-probe",
+                                           **(headers or {})})
         resp = conn.getresponse()
         raw = resp.read()
         sample["latency_ms"] = round((time.perf_counter() - start) * 1000, 3)
@@ -52,13 +53,14 @@ def request(url: str, timeout: float) -> dict[str, Any]:
     return sample
 
 
-def probe(url: str, count: int = 3, timeout: float = 3.0, interval: float = 0.0) -> dict[str, Any]:
+def probe(url: str, count: int = 3, timeout: float = 3.0, interval: float = 0.0,
+          headers: dict[str, str] | None = None) -> dict[str, Any]:
     """`count` requests; ok when all succeed; latency_ms is the median of successful ones."""
     samples = []
     for i in range(max(1, count)):
         if i and interval:
             time.sleep(interval)
-        samples.append(request(url, timeout))
+        samples.append(request(url, timeout, headers))
     good = [s for s in samples if s["ok"]]
     last = good[-1] if good else samples[-1]
     errors = [s["error"] for s in samples if s["error"]]
@@ -75,6 +77,17 @@ def probe(url: str, count: int = 3, timeout: float = 3.0, interval: float = 0.0)
     }
 
 
+def parse_headers(items: list[str]) -> dict[str, str]:
+    """`['Host: a.b']` -> `{'Host': 'a.b'}`."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise SystemExit(f"bad header {item!r}: use 'Name: value'")
+        out[name.strip()] = value.strip()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python3 -m testbed.agent.probe URL [--count N] [--timeout S]`: print the JSON report."""
     ap = argparse.ArgumentParser(prog="testbed.agent.probe", description=__doc__)
@@ -82,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=3.0)
     ap.add_argument("--interval", type=float, default=0.0)
+    ap.add_argument("--header", action="append", default=[], help="'Name: value', repeatable")
     args = ap.parse_args(argv)
-    print(json.dumps(probe(args.url, args.count, args.timeout, args.interval)))
+    print(json.dumps(probe(args.url, args.count, args.timeout, args.interval,
+                           parse_headers(args.header))))
     return 0
 
 

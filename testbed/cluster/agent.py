@@ -55,8 +55,10 @@ class NodeAgent:
         result: list[dict[str, Any]] = self.call("pod", "list")
         return result
 
-    def probe(self, pod: str, url: str, count: int = 3, timeout: float = 3) -> dict[str, Any]:
+    def probe(self, pod: str, url: str, count: int = 3, timeout: float = 3,
+              headers: dict[str, str] | None = None) -> dict[str, Any]:
         """HTTP from inside a pod; the agent measures latency."""
+        extra = [a for k, v in (headers or {}).items() for a in ("--header", f"{k}: {v}")]
         result: dict[str, Any] = self.call(
-            "probe", pod, url, "--count", str(count), "--timeout", str(timeout))
+            "probe", pod, url, "--count", str(count), "--timeout", str(timeout), *extra)
         return result
