@@ -112,7 +112,7 @@ def start_nodes(ctx: UpContext) -> None:
             name=name, image=ctx.tags["node"], cluster=ctx.name, role="node",
             hostname=name, network=model.network_name(ctx.name),
             labels={**ctx.labels(), LABEL_NODE: name},
-            env={"NODE_NAME": name},
+            env={"NODE_NAME": name, "ETCD_ENDPOINTS": f"http://{ctx.etcd_ip}:{ETCD_PORT}"},
             volumes={vols[k]: path for k, path in ctx.cni.node_volumes.items()},
             cap_add=NODE_CAPS, security_opt=NODE_SECURITY_OPT, sysctls=NODE_SYSCTLS,
             init=True,
