@@ -22,7 +22,8 @@ from testbed.paths import IMAGES_DIR, REPO_ROOT, cache_dir
 DEBIAN_SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 LOCAL_DEBIAN_BASES = ("debian:bookworm", "debian:bookworm-slim", "debian:12")
-PYTHON_TAG = ("3.11", "cp", ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "linux_x86_64"))
+PYTHON_TAG = ("3.11", "cp", ("manylinux2014_x86_64", "manylinux_2_17_x86_64",
+                             "manylinux_2_28_x86_64", "linux_x86_64"))
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,29 @@ class DockerProvider:
             raise ProviderError(f"exec in {container} failed: {e.explanation}") from e
         return ExecResult(int(code if code is not None else 1), _text(out), _text(err))
 
+    def spawn(self, container: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        """Start argv inside a running container and return at once (a detached exec)."""
+        try:
+            self.client.containers.get(container).exec_run(argv, environment=env, detach=True)
+        except docker.errors.APIError as e:
+            raise ProviderError(f"exec in {container} failed: {e.explanation}") from e
+
+    def get_files(self, container: str, path: str) -> dict[str, bytes]:
+        """Copy a file or folder out of a container: relative name -> content."""
+        try:
+            stream, _ = self.client.containers.get(container).get_archive(path)
+        except docker.errors.NotFound as e:
+            raise ProviderError(f"{path} does not exist in {container}") from e
+        buf = io.BytesIO(b"".join(stream))
+        out: dict[str, bytes] = {}
+        with tarfile.open(fileobj=buf) as tar:
+            for member in tar.getmembers():
+                fh = tar.extractfile(member) if member.isfile() else None
+                if fh is not None:
+                    out[member.name.split("/", 1)[-1] if "/" in member.name else member.name
+                        ] = fh.read()
+        return out
+
     def put_file(self, container: str, path: str, content: str | bytes, mode: int = 0o644
                  ) -> None:
         """Write one file into a container (its parent folder must exist)."""
