@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import shlex
 from pathlib import Path
 from typing import Literal
 
@@ -37,10 +38,26 @@ class CniConfig(_Model):
 
 
 class Container(_Model):
-    """A process in a pod; `port` makes it the HTTP workload on that port, else it sleeps."""
+    """A process in a pod: the HTTP workload on `port`, a `command`, or else it sleeps."""
 
     name: str = Field(pattern=NAME)
     port: int | None = Field(default=None, ge=1, le=65535)
+    command: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Container:
+        if self.port and self.command:
+            raise ValueError(f"container {self.name}: give a port (HTTP workload) or a "
+                             "command, not both")
+        return self
+
+    def agent_spec(self) -> str:
+        """The in-node agent's `--container` form."""
+        if self.port:
+            return f"{self.name}=http:{self.port}"
+        if self.command:
+            return f"{self.name}=cmd:{shlex.join(self.command)}"
+        return f"{self.name}=sleep"
 
 
 class Placement(_Model):

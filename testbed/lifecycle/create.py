@@ -178,8 +178,7 @@ def deploy_pods(ctx: UpContext) -> None:
     """The scenario's pods: nodes in parallel, pods one at a time per node."""
     by_node: dict[int, list[tuple[str, list[str]]]] = {}
     for pod, node_index, dep in ctx.scenario.pods():
-        specs = [f"{c.name}=http:{c.port}" if c.port else f"{c.name}=sleep"
-                 for c in dep.containers]
+        specs = [c.agent_spec() for c in dep.containers]
         by_node.setdefault(node_index, []).append((pod, specs))
 
     def deploy(node: NodeRef) -> list[dict[str, Any]]:
