@@ -1,0 +1,103 @@
+"""Locust users, one class per Kubernetes traffic path the testbed compares.
+
+Targets come from TESTBED_TARGETS (JSON written by the orchestrator): for each path a list of
+base URLs and optional headers. Every request is named after its path, so Locust's own stats
+(CSV, HTML, JSON) group by path. On the master, a greenlet samples each worker's CPU (from
+Locust's heartbeats) into TESTBED_GENERATOR_FILE, so a saturated generator is flagged instead
+of being read as a slow CNI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from typing import Any
+
+import gevent
+from locust import FastHttpUser, constant_throughput, events, task
+from locust.env import Environment
+from locust.runners import MasterRunner
+
+TARGETS: dict[str, Any] = json.loads(os.environ.get("TESTBED_TARGETS", "{}"))
+USER_RPS = float(os.environ.get("TESTBED_USER_RPS", "10"))
+SEED = int(os.environ.get("TESTBED_SEED", "1"))
+rng = random.Random(SEED)
+
+
+class _PathUser(FastHttpUser):
+    """A user that sends GET / to one path's targets at a fixed per-user rate."""
+
+    abstract = True
+    path = ""
+    host = "http://127.0.0.1"
+    wait_time = constant_throughput(USER_RPS)
+
+    def on_start(self) -> None:
+        """Pick this user's target among the path's URLs (seeded, so runs are repeatable)."""
+        spec = TARGETS.get(self.path) or {}
+        urls = spec.get("urls") or []
+        if not urls:
+            raise RuntimeError(f"no targets for path {self.path} in TESTBED_TARGETS")
+        self.url = urls[rng.randrange(len(urls))]
+        self.headers = spec.get("headers") or {}
+
+    @task
+    def get(self) -> None:
+        """One request, named after the path."""
+        with self.client.get(self.url, headers=self.headers, name=self.path,
+                             catch_response=True) as resp:
+            if resp.status_code != 200:
+                resp.failure(f"HTTP {resp.status_code}")
+
+
+class PodToService(_PathUser):
+    """Client pod -> ClusterIP -> a backend pod (kube-proxy DNAT, any node)."""
+
+    path = "pod-to-service"
+
+
+class NodePort(_PathUser):
+    """Client pod -> a node's IP:nodePort -> a backend pod."""
+
+    path = "nodeport"
+
+
+class Ingress(_PathUser):
+    """Outside client -> ingress controller (Host + path rules) -> service -> pod."""
+
+    path = "ingress"
+
+
+class ContainerToContainer(_PathUser):
+    """Ceiling: a container to another container of the same pod over localhost."""
+
+    path = "container-to-container"
+
+
+class NodeToNode(_PathUser):
+    """Ceiling: node to node over the host network, no CNI in the path."""
+
+    path = "node-to-node"
+
+
+def _sample_workers(environment: Environment, out: str) -> None:
+    runner = environment.runner
+    assert isinstance(runner, MasterRunner)
+    while True:
+        gevent.sleep(1.0)
+        rows = [{"t": round(time.time(), 3), "worker": w.id, "cpu_pct": w.cpu_usage,
+                 "users": w.user_count} for w in runner.clients.values()]
+        rows.append({"t": round(time.time(), 3), "worker": "master",
+                     "cpu_pct": runner.current_cpu_usage, "users": runner.user_count})
+        with open(out, "a") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+
+
+@events.init.add_listener
+def _on_init(environment: Environment, **_: Any) -> None:
+    out = os.environ.get("TESTBED_GENERATOR_FILE")
+    if out and isinstance(environment.runner, MasterRunner):
+        gevent.spawn(_sample_workers, environment, out)

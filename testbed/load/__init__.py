@@ -1,0 +1,1 @@
+"""Load: Locust (in its own processes inside pods and containers), iperf3, cgroup sampling."""
