@@ -24,7 +24,7 @@ def _mem_mib(s: dict[str, Any]) -> float:
     mem = s.get("memory_stats", {})
     stats = mem.get("stats", {})
     cache = stats.get("inactive_file", stats.get("total_inactive_file", 0))
-    return round((mem.get("usage", 0) - cache) / 2**20, 1)
+    return round(float(mem.get("usage", 0) - cache) / 2**20, 1)
 
 
 def snapshot(provider: DockerProvider, cluster: str, phase: str) -> list[dict[str, Any]]:
