@@ -38,6 +38,7 @@ NODE = ImageSpec(
     wheels=(PYROUTE2,),
 )
 ETCD = ImageSpec(name="etcd", role="datastore")
+INGRESS = ImageSpec(name="ingress", role="ingress")
 FLANNEL = ImageSpec(
     name="reference-flannel",
     role="cni",
@@ -83,7 +84,7 @@ WEAVE = ImageSpec(
     stands_in_for="docker.io/weaveworks/weave",
 )
 
-CORE: tuple[ImageSpec, ...] = (NODE, ETCD)
+CORE: tuple[ImageSpec, ...] = (NODE, ETCD, INGRESS)
 REFERENCE: tuple[ImageSpec, ...] = (FLANNEL, FLANNEL_CNI_PLUGIN, CALICO_NODE, CALICO_CNI, WEAVE)
 ALL: tuple[ImageSpec, ...] = (BASE, *CORE, *REFERENCE)
 
