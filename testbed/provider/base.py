@@ -44,6 +44,7 @@ class ContainerInfo:
     image: str
     labels: dict[str, str]
     ip: str | None
+    ips: dict[str, str] = field(default_factory=dict)  # network name -> address
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,10 @@ class ExecResult:
 class Provider(Protocol):
     """Container-engine operations; Docker implements it (kind's provider, in small)."""
 
-    def create_network(self, name: str, cluster: str, role: str) -> str: ...
+    def create_network(self, name: str, cluster: str, role: str, internal: bool = False
+                       ) -> str: ...
+
+    def connect(self, container: str, network: str) -> str: ...
 
     def create_volume(self, name: str, cluster: str, role: str) -> str: ...
 

@@ -43,12 +43,15 @@ def _labels(cluster: str, role: str, extra: dict[str, str] | None = None) -> dic
 def _info(c: Container) -> ContainerInfo:
     attrs = c.attrs
     nets = attrs.get("NetworkSettings", {}).get("Networks", {}) or {}
-    ip = next((n.get("IPAddress") for n in nets.values() if n.get("IPAddress")), None)
+    ips = {name: str(n["IPAddress"]) for name, n in nets.items() if n.get("IPAddress")}
     labels = attrs.get("Config", {}).get("Labels", {}) or {}
+    # A node may sit on a second network (<cluster>-internet): its address is the cluster one.
+    primary = f"{labels.get(LABEL_CLUSTER, '')}-net"
+    ip = ips.get(primary) or next(iter(ips.values()), None)
     return ContainerInfo(
         id=c.id or "", name=c.name or "", role=labels.get(LABEL_ROLE, ""),
         status=c.status, image=attrs.get("Config", {}).get("Image", ""),
-        labels=labels, ip=ip,
+        labels=labels, ip=ip, ips=ips,
     )
 
 
@@ -58,14 +61,32 @@ class DockerProvider:
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         self.client = client or connect()
 
-    def create_network(self, name: str, cluster: str, role: str) -> str:
-        """A user-defined bridge network; Docker picks a subnet that clashes with no other."""
+    def create_network(self, name: str, cluster: str, role: str, internal: bool = False) -> str:
+        """A user-defined bridge network; Docker picks a subnet that clashes with no other.
+
+        `internal` networks get no gateway and no route off the host: their containers reach
+        only each other (and never become a member's default route).
+        """
         try:
             net = self.client.networks.create(
-                name, driver="bridge", labels=_labels(cluster, role), check_duplicate=True)
+                name, driver="bridge", labels=_labels(cluster, role), check_duplicate=True,
+                internal=internal)
         except docker.errors.APIError as e:
             raise ProviderError(f"cannot create network {name}: {e.explanation}") from e
         return str(net.id)
+
+    def connect(self, container: str, network: str) -> str:
+        """Attach a running container to one more network; return its address there."""
+        try:
+            self.client.networks.get(network).connect(container)
+            c = self.client.containers.get(container)
+        except docker.errors.APIError as e:
+            raise ProviderError(f"cannot connect {container} to {network}: {e.explanation}"
+                                ) from e
+        ip = _info(c).ips.get(network)
+        if not ip:
+            raise ProviderError(f"{container} got no address on {network}")
+        return ip
 
     def network_subnet(self, name: str) -> str:
         """The IPv4 subnet Docker gave a network."""
