@@ -1,0 +1,81 @@
+"""Plain words about a run: its label, which build ran (upstream digest or reference packages)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from testbed.reports.model import GENERATOR_BOUND
+
+INTERRUPTED = ("INTERRUPTED: this run was stopped before it finished; the figures cover only "
+               "what was measured until then")
+
+
+def cni_label(s: Mapping[str, Any]) -> str:
+    """`flannel vxlan`, or just `weave` when there is no backend."""
+    return " ".join(p for p in (str(s.get("cni", "?")), str(s.get("backend") or "")) if p)
+
+
+def build_kind(s: Mapping[str, Any]) -> str:
+    """`upstream`, `reference` or `unknown`."""
+    build = str(s.get("build") or "unknown").lower()
+    return build if build in ("upstream", "reference") else "unknown"
+
+
+def column_label(s: Mapping[str, Any]) -> str:
+    """A compare column: `flannel vxlan [reference]`."""
+    return f"{cni_label(s)} [{build_kind(s)}]"
+
+
+def _digest(s: Mapping[str, Any], role: str, image: str) -> str:
+    digests = (s.get("environment") or {}).get("image_digests") or {}
+    if role in digests:
+        return str(digests[role])
+    if "@sha256:" in image:
+        return image.split("@", 1)[1]
+    return str(digests.get(image, "digest not recorded"))
+
+
+def build_sentence(s: Mapping[str, Any]) -> str:
+    """Which build ran, in plain words a reader cannot mistake."""
+    label = cni_label(s)
+    images: Mapping[str, Any] = s.get("images") or {}
+    env: Mapping[str, Any] = s.get("environment") or {}
+    kind = build_kind(s)
+    if kind == "upstream":
+        parts = [f"{role}: {image} ({_digest(s, role, str(image))})"
+                 for role, image in images.items()]
+        return (f"{label} ran the UPSTREAM build, the published images: "
+                + ("; ".join(parts) if parts else "images not recorded") + ".")
+    if kind == "reference":
+        packages = env.get("packages") or env.get("reference_packages") or {}
+        pkgs = ", ".join(f"{name} {version}" for name, version in sorted(packages.items()))
+        imgs = ", ".join(f"{role}: {image}" for role, image in images.items())
+        return (f"{label} ran the REFERENCE build: this project's drop-in built from Debian "
+                f"packages, not the upstream product. Package versions: "
+                f"{pkgs or 'not recorded'}." + (f" Images: {imgs}." if imgs else ""))
+    return f"{label}: which build ran was not recorded."
+
+
+def warnings(s: Mapping[str, Any]) -> list[str]:
+    """Interrupted run, generator-bound paths: said before any figure."""
+    out = []
+    if s.get("interrupted") or s.get("status") == "interrupted":
+        out.append(INTERRUPTED)
+    if s.get("status") == "running":
+        out.append("RUNNING or CRASHED: this run has not been finalized; partial figures")
+    bound = [str(p.get("path")) for p in s.get("paths") or [] if p.get("generator_bound")]
+    if bound:
+        out.append(f"{GENERATOR_BOUND} ({', '.join(bound)})")
+    return out
+
+
+def facts(s: Mapping[str, Any]) -> list[str]:
+    """One line of when, how long, how hard."""
+    bits = [f"run {s.get('run_id', '?')}"]
+    for key, fmt in (("started_at", "started {}"), ("duration_s", "load {} s"),
+                     ("users", "{} users"), ("spawn_rate", "spawn rate {}/s"),
+                     ("seed", "seed {}"), ("scenario", "scenario {}")):
+        if s.get(key) not in (None, ""):
+            bits.append(fmt.format(s[key]))
+    return [", ".join(bits)]
