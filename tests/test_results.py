@@ -137,7 +137,8 @@ def synthetic_summary(cni: str = "flannel", backend: str = "vxlan", build: str =
             cpu, mem = cgroup_usage(rng, load * slowdown, 80 if role == "cni" else 300)
             resources.append({"container": container, "phase": phase, "cpu_pct": cpu,
                               "mem_mib": mem, "role": role})
-    rid = run_id or f"20261126T1015{seed:02d}Z-{cni}-{backend}-{rng.getrandbits(24):06x}"
+    rid = run_id or "-".join(
+        p for p in (f"20261126T1015{seed:02d}Z", cni, backend, f"{rng.getrandbits(24):06x}") if p)
     images = {"node": f"testbed/{cni}-node:ref"} if build == "reference" else {
         cni: f"docker.io/{cni}/{cni}:v1.0.0"}
     env: dict[str, Any] = {"kernel": "6.1.0-28-amd64", "docker_version": "26.1.5",

@@ -1,0 +1,239 @@
+"""Reports: offline HTML with its SVG plots, Markdown and JSON agree, compare ratios (no Docker)."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_results import PATHS, synthetic_summary
+
+from testbed.reports import render_compare, render_many, render_run
+from testbed.reports.svg import bar_chart, line_chart, nice_ticks
+from testbed.results import RunDir, Store
+
+BOUND_TEXT = "generator-bound: the load generator saturated; this is not a CNI limit"
+RUN_CHARTS = {
+    "latency": {"p50", "p90", "p95", "p99", "max"},
+    "rps": set(PATHS),
+    "throughput": {"TCP 1 stream", "TCP 4 streams", "UDP"},
+    "cpu": {"idle", "load"},
+    "memory": {"idle", "load"},
+}
+
+
+class Page(HTMLParser):
+    """Every tag and attribute of an HTML page, and the text of its <svg> elements."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.feed(text)
+        self.svgs = [ET.fromstring(s) for s in re.findall(r"<svg\b.*?</svg>", text, re.S)]
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def charts(page: Page) -> dict[str, dict[str, Any]]:
+    """data-chart id -> kind, legend names, plotted series names, all text."""
+    out = {}
+    for svg in page.svgs:
+        legend = {g.get("data-series") for g in svg.iter("g") if g.get("class") == "legend-item"}
+        plotted = {g.get("data-series") for g in svg.iter("g") if g.get("class") == "series"}
+        out[str(svg.get("data-chart"))] = {"kind": svg.get("data-kind"), "legend": legend,
+                                           "series": plotted,
+                                           "text": " ".join(svg.itertext())}
+    return out
+
+
+def assert_offline(text: str, page: Page) -> None:
+    """No external fetch of any kind: no URL scheme, no scripts, no stylesheets, no src."""
+    assert not re.search(r"https?://", text)
+    assert "@import" not in text and "url(" not in text
+    for tag, attrs in page.tags:
+        assert tag not in ("script", "link", "img", "iframe", "object", "embed"), tag
+        assert "src" not in attrs, (tag, attrs)
+        href = attrs.get("href")
+        if href is not None:
+            assert ":" not in href and not href.startswith("/"), href  # relative, in the run dir
+
+
+def md_table(md: str, title: str) -> list[list[str]]:
+    """The cells of the Markdown table under `**title**`."""
+    lines = md.split(f"**{title}**\n\n", 1)[1].splitlines()
+    rows = []
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split(" | ")])
+    return [rows[0], *rows[2:]]
+
+
+def json_table(doc: dict[str, Any], table_id: str) -> dict[str, Any]:
+    return next(t for s in doc["sections"] for t in s["tables"] if t["id"] == table_id)
+
+
+@pytest.fixture
+def run_report(tmp_path: Path) -> tuple[dict[str, Any], dict[str, Path]]:
+    """A finalized run (in a run dir, with a Locust report dropped in) and its rendered report."""
+    run = RunDir.create(tmp_path, "flannel", "vxlan", run_id=synthetic_summary()["run_id"])
+    (run.path / "locust_report.html").write_text("<html><body>locust</body></html>")
+    final = run.finalize(synthetic_summary())
+    return final, render_run(final, run.path)
+
+
+def test_run_html_is_offline_and_holds_every_plot(run_report: tuple[dict[str, Any],
+                                                                    dict[str, Path]]) -> None:
+    _, files = run_report
+    text = files["html"].read_text()
+    page = Page(text)
+    assert_offline(text, page)
+    found = charts(page)
+    assert set(found) == set(RUN_CHARTS)
+    for cid, series in RUN_CHARTS.items():
+        assert found[cid]["legend"] == series, cid
+        assert found[cid]["series"] == series, cid
+    assert found["rps"]["kind"] == "line" and found["latency"]["kind"] == "bar"
+    # the ceilings stand beside the paths, and the generator-bound path is flagged on the plot
+    assert "node-to-node (ceiling)" in found["latency"]["text"]
+    assert "outside-to-ingress ⚠" in found["latency"]["text"]
+    assert BOUND_TEXT in found["latency"]["text"]
+    assert f"{BOUND_TEXT} (outside-to-ingress)" in text
+    assert "REFERENCE build" in text and "not the upstream product" in text
+    assert "bird2 2.0.12-7" in text
+    assert 'href="locust_report.html"' in text and 'href="summary.json"' in text
+    assert "INTERRUPTED" not in text
+
+
+def test_upstream_and_interrupted_are_said_plainly(tmp_path: Path) -> None:
+    summary = synthetic_summary("calico", "bgp", "upstream", bound=())
+    summary["interrupted"] = True
+    files = render_run(summary, tmp_path)
+    text, md = files["html"].read_text(), files["markdown"].read_text()
+    digest = summary["environment"]["image_digests"]["calico"]
+    for doc in (text, md):
+        assert "INTERRUPTED" in doc
+        assert "UPSTREAM build" in doc and digest in doc
+        assert "REFERENCE" not in doc and BOUND_TEXT not in doc
+    assert "(INTERRUPTED)</h1>" in text and md.startswith("# ") and "(INTERRUPTED)" in md
+
+
+def test_markdown_and_json_hold_the_same_numbers(run_report: tuple[dict[str, Any],
+                                                                   dict[str, Path]]) -> None:
+    summary, files = run_report
+    md = files["markdown"].read_text()
+    doc = json.loads(files["json"].read_text())
+    for table_id, title, section in (("paths", "Paths (Locust stats over the load phase)",
+                                      "paths"),
+                                     ("throughput-rows", "Throughput", "throughput"),
+                                     ("resources-rows", "Resources (cgroup stats)",
+                                      "resources")):
+        jt = json_table(doc, table_id)
+        header, *rows = md_table(md, title)
+        assert header == jt["columns"]
+        assert len(rows) == len(jt["rows"]) == len(summary[section])
+        for md_row, json_row, src in zip(rows, jt["rows"], summary[section], strict=True):
+            for col, md_cell, json_cell in zip(header, md_row, json_row, strict=True):
+                if isinstance(json_cell, bool):
+                    assert md_cell == ("yes" if json_cell else "no")
+                elif isinstance(json_cell, int | float):
+                    assert float(md_cell) == json_cell
+                    assert json_cell == pytest.approx(src[col], abs=5e-4)  # the measured value
+                else:
+                    assert md_cell == str(json_cell)
+    # every per-path figure of the summary is in both renderings
+    for path in summary["paths"]:
+        assert f"| {path['path']} | {path['requests']} | {path['failures']} |" in md
+
+
+def test_compare_ratios(tmp_path: Path) -> None:
+    flannel = synthetic_summary("flannel", "vxlan", "reference", seed=1)
+    calico = synthetic_summary("calico", "bgp", "upstream", seed=2, slowdown=1.4, bound=())
+    files = render_compare([flannel, calico], tmp_path)
+    data = json.loads(files["json"].read_text())["data"]
+    cols = ["flannel vxlan [reference]", "calico bgp [upstream]"]
+    assert [c["label"] for c in data["columns"]] == cols
+    metrics = {(m["path"], m["metric"]): m for m in data["metrics"]}
+
+    def cell(path: str, metric: str, col: int) -> dict[str, Any]:
+        return dict(metrics[(path, metric)]["cells"][col])
+
+    def row(s: dict[str, Any], path: str) -> dict[str, Any]:
+        return next(p for p in s["paths"] if p["path"] == path)
+
+    for path in PATHS:
+        p95 = [row(s, path)["p95_ms"] for s in (flannel, calico)]
+        rps = [row(s, path)["rps"] for s in (flannel, calico)]
+        for i, s in enumerate((flannel, calico)):
+            http = [b for b in s["baselines"] if b["kind"] == "http"]
+            fastest = min(b["p95_ms"] for b in http)  # lower is better
+            busiest = max(b["rps"] for b in http)  # higher is better
+            assert cell(path, "p95_ms", i)["vs_ceiling"] == pytest.approx(p95[i] / fastest)
+            assert cell(path, "p95_ms", i)["vs_best"] == pytest.approx(p95[i] / min(p95))
+            assert cell(path, "rps", i)["vs_ceiling"] == pytest.approx(rps[i] / busiest)
+            assert cell(path, "rps", i)["vs_best"] == pytest.approx(rps[i] / max(rps))
+    # flannel is faster in this data: it is the best latency column, calico the best of nothing
+    assert cell("pod-to-service", "p95_ms", 0)["vs_best"] == 1.0
+    assert cell("pod-to-service", "p95_ms", 1)["vs_best"] > 1.0
+    assert cell("pod-to-service", "rps", 1)["vs_best"] < 1.0
+
+    gbit = [next(t["gbit_s"] for t in s["throughput"] if t["path"] == "pod-to-pod-cross-node"
+                 and t["protocol"] == "tcp" and t["streams"] == 1) for s in (flannel, calico)]
+    for i, s in enumerate((flannel, calico)):
+        ceiling = next(b["gbit_s"] for b in s["baselines"] if b["kind"] == "throughput")
+        c = cell("pod-to-pod-cross-node", "gbit_s tcp x1", i)
+        assert c["vs_ceiling"] == pytest.approx(gbit[i] / ceiling)
+        assert c["vs_best"] == pytest.approx(gbit[i] / max(gbit))
+        assert c["ceiling_path"] == "node-to-node tcp x1"
+
+    text = files["html"].read_text()
+    page = Page(text)
+    assert_offline(text, page)
+    assert {"compare-p95", "compare-rps"} <= set(charts(page))
+    for chart in charts(page).values():
+        assert chart["legend"] == set(cols)
+    assert "REFERENCE build" in text and "UPSTREAM build" in text
+    for col in cols:
+        assert f"<th>{col} ×ceiling</th>" in text and f"<th>{col} ×best</th>" in text
+    md = files["markdown"].read_text()
+    header, *rows = md_table(md, "pod-to-service")
+    p95_row = next(r for r in rows if r[0] == "p95 latency (ms)")
+    at = header.index(f"{cols[1]} ×best")
+    assert float(p95_row[at]) == pytest.approx(cell("pod-to-service", "p95_ms", 1)["vs_best"],
+                                               abs=5e-4)
+
+
+def test_render_many_from_the_store(tmp_path: Path) -> None:
+    store = Store(tmp_path / "results.sqlite")
+    for i, cni in enumerate(("flannel", "calico", "weave")):
+        store.add(synthetic_summary(cni, "" if cni == "weave" else "vxlan", seed=i, duration=4))
+    runs = store.last(3)
+    files = render_many(runs, tmp_path / "out")
+    text = files["html"].read_text()
+    page = Page(text)
+    assert_offline(text, page)
+    found = charts(page)
+    assert len(page.svgs) == len(found) == 3 * len(RUN_CHARTS)  # ids stay unique per run
+    for n in (1, 2, 3):
+        assert {f"r{n}-{c}" for c in RUN_CHARTS} <= set(found)
+    index = json_table(json.loads(files["json"].read_text()), "runs-index")
+    assert [r[0] for r in index["rows"]] == [s["run_id"] for s in runs]
+
+
+def test_svg_helper_edges() -> None:
+    assert nice_ticks(13.2) == [0, 5, 10, 15]
+    assert nice_ticks(11.6) == [0, 2.5, 5, 7.5, 10, 12.5]
+    assert nice_ticks(0.042) == [0, 0.01, 0.02, 0.03, 0.04, 0.05]
+    assert nice_ticks(0) == [0.0, 1.0]
+    empty = ET.fromstring(bar_chart("Nothing", [], [], y_label="ms", chart_id="x"))
+    assert "no data recorded" in " ".join(empty.itertext())
+    odd = ET.fromstring(line_chart("a<b & c", [("p<&>\"q", [(0.0, 1.0), (1.0, 2.0)])],
+                                   x_label="s", y_label="rps", chart_id="y"))
+    assert odd.findtext("title") == "a<b & c"
+    assert {g.get("data-series") for g in odd.iter("g") if g.get("class") == "series"} == {
+        'p<&>"q'}
