@@ -237,3 +237,41 @@ def test_svg_helper_edges() -> None:
     assert odd.findtext("title") == "a<b & c"
     assert {g.get("data-series") for g in odd.iter("g") if g.get("class") == "series"} == {
         'p<&>"q'}
+
+
+def test_load_runner_shapes_are_understood(tmp_path: Path) -> None:
+    """The runner's own variants: kind "locust" ceilings, per-path generator, epoch timestamps."""
+    s = synthetic_summary(bound=("pod-to-service",))
+    t0 = 1_764_151_200  # Locust's history CSV stamps rows with Unix time
+    s["timeseries"] = [{**r, "t": r["t"] + t0 + 60 * PATHS.index(r["path"])}
+                       for r in s["timeseries"]]
+    s["baselines"] = [{**b, "kind": "locust"} if b["kind"] == "http" else b
+                      for b in s["baselines"]]
+    s["generator"] = {p: {"cpu_max": 97.0 if p == "pod-to-service" else 41.0, "cpu_mean": 60.0,
+                          "bound": p == "pod-to-service", "workers": 2} for p in PATHS}
+    s["resources"] = [{**r, "phase": "load:pod-to-service"} if r["phase"] == "load" else r
+                      for r in s["resources"]]
+    s.update(status="failed", error="path pod-to-nodeport is broken at hop a -> b: timeout")
+    run = RunDir.create(tmp_path, "flannel", "vxlan", run_id=s["run_id"])
+    final = run.finalize(s)
+    assert final["status"] == "failed" and final["baselines"][0]["kind"] == "locust"
+    assert final["report"] == str(run.path / "report.html")
+    files = render_run(final, run.path)
+    assert files["html"] == run.path / "report.html"
+    text = files["html"].read_text()
+    found = charts(Page(text))
+    assert found["cpu"]["legend"] == {"idle", "load:pod-to-service"}
+    assert "node-to-node (ceiling)" in found["latency"]["text"]
+    rps = next(svg for svg in Page(text).svgs if svg.get("data-chart") == "rps")
+    ticks = [float(t.text or "nan") for g in rps.iter("g") if g.get("class") == "x-axis"
+             for t in g.iter("text")]
+    assert ticks[0] == 0 and ticks[-1] < 100  # offsets from each path's start, not epoch
+    assert "FAILED: path pod-to-nodeport is broken" in text
+    gen = json_table(json.loads(files["json"].read_text()), "generator")
+    assert gen["columns"] == ["path", "cpu_max", "cpu_mean", "bound", "workers"]
+    assert [r[0] for r in gen["rows"]] == list(PATHS)
+    data = json.loads(render_compare([final, synthetic_summary("calico", "bgp")],
+                                     tmp_path / "cmp")["json"].read_text())["data"]
+    p95 = next(m for m in data["metrics"] if m["metric"] == "p95_ms")
+    ceiling = min(b["p95_ms"] for b in s["baselines"] if b.get("kind") == "locust")
+    assert p95["cells"][0]["ceiling"] == ceiling

@@ -180,6 +180,7 @@ def test_run_dir_and_store_round_trip(tmp_path: Path, store: Store) -> None:
 
     on_disk = json.loads((run.path / "summary.json").read_text())
     assert on_disk == final == store.get(summary["run_id"])
+    assert final["run_dir"] == str(run.path) and final["report"] == str(run.path / "report.html")
     for key in ("run_id", "cni", "backend", "build", "images", "duration_s", "interrupted",
                 "paths", "throughput", "resources", "report"):
         assert key in on_disk

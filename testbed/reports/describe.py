@@ -64,10 +64,17 @@ def warnings(s: Mapping[str, Any]) -> list[str]:
         out.append(INTERRUPTED)
     if s.get("status") == "running":
         out.append("RUNNING or CRASHED: this run has not been finalized; partial figures")
+    if s.get("status") == "failed":
+        out.append(f"FAILED: {s.get('error') or 'the run stopped on an error'}")
     bound = [str(p.get("path")) for p in s.get("paths") or [] if p.get("generator_bound")]
     if bound:
         out.append(f"{GENERATOR_BOUND} ({', '.join(bound)})")
     return out
+
+
+def build_note(s: Mapping[str, Any]) -> str:
+    """What `--build auto` chose and why, if the run recorded it."""
+    return str(s.get("build_note") or (s.get("environment") or {}).get("build_note") or "")
 
 
 def facts(s: Mapping[str, Any]) -> list[str]:

@@ -43,20 +43,34 @@ def _header(s: Mapping[str, Any], pre: str, links: list[tuple[str, str]]) -> Sec
     sec = Section(f"{pre}run", f"{describe.cni_label(s)}: run {s.get('run_id', '?')}",
                   warnings=describe.warnings(s),
                   builds=[(describe.build_kind(s), describe.build_sentence(s))],
-                  lines=describe.facts(s) + ([str(s["build_note"])] if s.get("build_note")
+                  lines=describe.facts(s) + ([describe.build_note(s)] if describe.build_note(s)
                                              else []),
                   links=links)
     if rows:
         sec.tables.append(Table(f"{pre}environment", "Environment", ["key", "value"], rows))
-    gen = s.get("generator") or {}
-    workers = gen.get("workers") or []
-    if workers:
-        sec.tables.append(Table(
-            f"{pre}generator", "Load generator (CPU per worker; bound = saturated"
-            + (f" at {gen['threshold_pct']:g}%" if gen.get("threshold_pct") else "") + ")",
-            ["worker", "cpu_pct", "bound"],
-            [[w.get("worker"), num(w.get("cpu_pct")), bool(w.get("bound"))] for w in workers]))
+    gen = _generator(s.get("generator") or {}, pre)
+    if gen is not None:
+        sec.tables.append(gen)
     return sec
+
+
+def _generator(gen: Mapping[str, Any], pre: str) -> Table | None:
+    """Either {"workers": [{worker, cpu_pct, bound}]} or {path: {cpu_max, bound, ...}}."""
+    title = "Load generator (bound = saturated"
+    if isinstance(gen.get("threshold_pct"), int | float):
+        title += f" at {gen['threshold_pct']:g}% CPU"
+    title += ")"
+    listed = gen.get("workers")
+    if isinstance(listed, list) and listed:
+        cols = list(dict.fromkeys(k for w in listed for k in w))
+        return Table(f"{pre}generator", title, cols,
+                     [[num(w.get(c)) for c in cols] for w in listed])
+    per = {k: v for k, v in gen.items() if isinstance(v, Mapping)}
+    if not per:
+        return None
+    cols = list(dict.fromkeys(k for v in per.values() for k in v))
+    return Table(f"{pre}generator", title, ["path", *cols],
+                 [[k, *(num(v.get(c)) for c in cols)] for k, v in per.items()])
 
 
 def _latency(s: Mapping[str, Any], pre: str) -> Section:
@@ -79,12 +93,20 @@ def _latency(s: Mapping[str, Any], pre: str) -> Section:
     return sec
 
 
+def since_start(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Seconds since the path's load started: Locust's Unix timestamps become offsets."""
+    if not points or min(x for x, _ in points) < 1e9:
+        return points
+    t0 = min(x for x, _ in points)
+    return [(x - t0, y) for x, y in points]
+
+
 def _rps(s: Mapping[str, Any], pre: str) -> Section:
     ts = list(s.get("timeseries") or [])
     names = list(dict.fromkeys(str(r["path"]) for r in ts))
     bound = {str(p["path"]) for p in s.get("paths") or [] if p.get("generator_bound")}
-    series = [Series(n, points=[(float(r["t"]), float(r.get("rps") or 0.0)) for r in ts
-                                if r["path"] == n]) for n in names]
+    series = [Series(n, points=since_start([(float(r["t"]), float(r.get("rps") or 0.0))
+                                            for r in ts if r["path"] == n])) for n in names]
     note = f"⚠ {', '.join(sorted(bound & set(names)))}: {GENERATOR_BOUND}" if bound & set(
         names) else ""
     chart = Chart(f"{pre}rps", "line", "Requests per second over time", "requests/s",

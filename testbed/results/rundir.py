@@ -112,6 +112,9 @@ class RunDir:
     def _write(self, summary: Mapping[str, Any]) -> Summary:
         final = normalize(merge_partial(summary, self.partial()))
         final.setdefault("finished_at", utc_now())
+        # Where render_run(final, run.path) puts the report, so summary.json names it up front.
+        final["report"] = final.get("report") or str(self.path / "report.html")
+        final["run_dir"] = str(self.path)
         try:
             for section in ROW_SECTIONS:
                 csvs.write(self.path, section, final.get(section) or [])

@@ -19,6 +19,7 @@ from testbed.results.summary import (
     Row,
     Summary,
     as_rows,
+    baseline_kind,
     check_section,
     fold,
     normalize,
@@ -105,6 +106,8 @@ class Store:
     def finalize(self, summary: Mapping[str, Any], run_dir: str | Path | None = None) -> None:
         """Store the final summary: its rows, and the run's one running -> final transition."""
         final = normalize(summary)
+        if run_dir and not final.get("run_dir"):
+            final["run_dir"] = str(Path(run_dir).absolute())
         run_id = final["run_id"]
         try:
             with self._tx() as db:
@@ -124,8 +127,7 @@ class Store:
                     (final.get("finished_at") or utc_now(), final["build"], *_scenario(final),
                      _int(final.get("seed")), _int(final.get("users")),
                      _float(final.get("spawn_rate")), _float(final.get("duration_s")),
-                     int(final["interrupted"]), status_of(final),
-                     str(run_dir) if run_dir else None,
+                     int(final["interrupted"]), status_of(final), final.get("run_dir"),
                      json.dumps(final, sort_keys=True, default=str), run_id))
         except sqlite3.Error as e:
             raise ResultsError(f"cannot store run {run_id} in {self.path}: {e}") from e
@@ -172,7 +174,8 @@ class Store:
                 (run_id, meta.get("started_at") or utc_now(), utc_now(), meta["cni"],
                  meta.get("backend") or "", meta.get("build") or "unknown", *_scenario(meta),
                  _int(meta.get("seed")), _int(meta.get("users")), _float(meta.get("spawn_rate")),
-                 str(run_dir) if run_dir else None, socket.gethostname(), os.getpid()))
+                 str(Path(run_dir).absolute()) if run_dir else None, socket.gethostname(),
+                 os.getpid()))
         except sqlite3.IntegrityError as e:
             raise ResultsError(f"run {run_id} is already stored: results are append-only") from e
 
@@ -186,8 +189,7 @@ class Store:
             values = [int(row[c]) if c in BOOL_COLUMNS and row.get(c) is not None
                       else row.get(c) for c in columns]
             if table == "baselines":
-                values[columns.index("kind")] = row.get("kind") or (
-                    "throughput" if "gbit_s" in row else "http")
+                values[columns.index("kind")] = row.get("kind") or baseline_kind(row)
             extra = {k: v for k, v in row.items() if k not in columns}
             db.execute(sql, (run_id, seq, *values,
                              json.dumps(extra, sort_keys=True, default=str) if extra else None))

@@ -60,8 +60,9 @@ def new_run_id(cni: str, backend: str | None, when: datetime | None = None) -> s
 
 
 def baseline_kind(row: Mapping[str, Any]) -> str:
-    """A baseline row is an HTTP ceiling (Locust stats) or a throughput ceiling (iperf3)."""
-    return str(row.get("kind") or ("throughput" if "gbit_s" in row else "http"))
+    """`throughput` (iperf3: has gbit_s) or `http` (Locust stats, whatever else `kind` says)."""
+    kind = str(row.get("kind") or "")
+    return "throughput" if kind in ("throughput", "iperf3") or "gbit_s" in row else "http"
 
 
 def row_key(section: str, row: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -83,7 +84,7 @@ def coerce(section: str, row: Mapping[str, Any]) -> Row:
     """The row with its documented columns in their documented types (ints, floats, bools)."""
     out = dict(row)
     if section == "baselines":
-        out["kind"] = baseline_kind(row)
+        out["kind"] = row.get("kind") or baseline_kind(row)
     for key in COLUMNS[section]:
         value = out.get(key)
         if value is None or key in TEXT_KEYS:
