@@ -1,0 +1,1 @@
+"""Reference builds: drop-in stand-ins for upstream CNI images (stdlib + pyroute2)."""
