@@ -50,7 +50,7 @@ def _table(t: Table) -> str:
     for row in t.rows:
         cells = []
         for col, cell in zip(t.columns, row, strict=False):
-            if cell is True and "generator_bound" in (col, row[0]):
+            if cell is True and ({"generator_bound", "bound"} & {col, row[0]}):
                 cls = ' class="bound"'
             elif isinstance(cell, int | float) and not isinstance(cell, bool):
                 cls = ' class="num"'

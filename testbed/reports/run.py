@@ -110,7 +110,7 @@ def _rps(s: Mapping[str, Any], pre: str) -> Section:
     note = f"⚠ {', '.join(sorted(bound & set(names)))}: {GENERATOR_BOUND}" if bound & set(
         names) else ""
     chart = Chart(f"{pre}rps", "line", "Requests per second over time", "requests/s",
-                  "seconds since the load started", series=series, note=note)
+                  "seconds since the path's load started", series=series, note=note)
     sec = Section(f"{pre}rps", "Requests per second over time", charts=[chart])
     if ts:
         sec.tables.append(_table(f"{pre}timeseries", "Time series", "timeseries", ts,
