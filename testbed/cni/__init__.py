@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from testbed.cni.base import ClusterRef, Cni, NodeRef
 from testbed.cni.flannel import Flannel
+from testbed.cni.weave import Weave
 from testbed.errors import UserError
 
-REGISTRY: dict[str, Cni] = {c.name: c for c in (Flannel(),)}
+REGISTRY: dict[str, Cni] = {c.name: c for c in (Flannel(), Weave())}
 
 
 def valid_names() -> str:
