@@ -22,6 +22,7 @@ from testbed.constants import (
     NODE_SECURITY_OPT,
     NODE_SYSCTLS,
 )
+from testbed.edge import up as edge
 from testbed.errors import UserError
 from testbed.images.select import Selection, select
 from testbed.lifecycle import pipeline
@@ -108,7 +109,7 @@ def start_nodes(ctx: UpContext) -> None:
         name = model.node_name(ctx.name, index)
         vols = {logical: ctx.provider.create_volume(f"{name}-{logical}", ctx.name, "node")
                 for logical in ctx.cni.node_volumes}
-        info = ctx.provider.run(ContainerSpec(
+        info = ctx.provider.run(edge.on_edge_node(index, ContainerSpec(
             name=name, image=ctx.tags["node"], cluster=ctx.name, role="node",
             hostname=name, network=model.network_name(ctx.name),
             labels={**ctx.labels(), LABEL_NODE: name},
@@ -116,7 +117,7 @@ def start_nodes(ctx: UpContext) -> None:
             volumes={vols[k]: path for k, path in ctx.cni.node_volumes.items()},
             cap_add=NODE_CAPS, security_opt=NODE_SECURITY_OPT, sysctls=NODE_SYSCTLS,
             init=True,
-        ))
+        )))
         NodeAgent(ctx.provider, name).setup()
         return NodeRef(name=name, index=index, ip=info.ip or "", volumes=vols)
 
@@ -201,6 +202,9 @@ def steps(ctx: UpContext) -> list[pipeline.Step[UpContext]]:
         pipeline.Step(f"Starting {ctx.cni.name} ({ctx.backend}) daemons", start_cni),
         pipeline.Step("Waiting for the CNI to be ready", wait_cni),
         pipeline.Step(f"Deploying {len(ctx.scenario.pods())} pods", deploy_pods),
+        pipeline.Step("Attaching nodes to the internet network", edge.attach_nodes),
+        pipeline.Step("Starting the edge (ingress, outside client, echo server)",
+                      edge.start_edge),
     ]
 
 

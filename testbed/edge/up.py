@@ -1,0 +1,102 @@
+"""The edge's part of `up`: publish the edge node, attach nodes to the internet, start the edge."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import TYPE_CHECKING
+
+from testbed.cluster import model
+from testbed.constants import LABEL_NODE
+from testbed.edge import ingress, registry
+from testbed.edge.names import (
+    ECHO_PORT,
+    EDGE_NODE,
+    INGRESS_HTTP_PORT,
+    INGRESS_PORT_ENV,
+    LABEL_EDGE,
+    LABEL_INGRESS_PORT,
+    echo_name,
+    ingress_name,
+    internet_network,
+    outside_name,
+)
+from testbed.errors import UserError
+from testbed.lifecycle.wait import parallel, until
+from testbed.provider.base import ContainerSpec
+
+if TYPE_CHECKING:
+    from testbed.lifecycle.create import UpContext
+
+EDGE_TIMEOUT = 30.0
+
+
+def host_port() -> int:
+    """The host port for the ingress: $TESTBED_INGRESS_PORT, or a free one on 127.0.0.1."""
+    raw = os.environ.get(INGRESS_PORT_ENV, "").strip()
+    if raw and raw != "0":
+        if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+            raise UserError(f"{INGRESS_PORT_ENV}={raw!r} is not a port: use 1-65535, or 0 "
+                            "for a free one")
+        return int(raw)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def on_edge_node(index: int, spec: ContainerSpec) -> ContainerSpec:
+    """The edge node publishes the ingress on 127.0.0.1 (ports are fixed at create time)."""
+    if index == EDGE_NODE:
+        port = host_port()
+        spec.ports[f"{INGRESS_HTTP_PORT}/tcp"] = ("127.0.0.1", port)
+        spec.labels[LABEL_INGRESS_PORT] = str(port)
+    return spec
+
+
+def attach_nodes(ctx: UpContext) -> None:
+    """An internal network is the internet: no route off this host; nodes join it as eth1."""
+    net = internet_network(ctx.name)
+    ctx.provider.create_network(net, ctx.name, "network", internal=True)
+    parallel(lambda n: ctx.provider.connect(n.name, net), ctx.nodes)
+
+
+def start_edge(ctx: UpContext) -> None:
+    """The ingress on the edge node, an outside client and an echo server on the internet."""
+    provider, name, net = ctx.provider, ctx.name, internet_network(ctx.name)
+    edge = model.node_name(name, EDGE_NODE)
+    all_routes = ingress.routes(ctx.scenario, registry.cluster_ips(provider, name),
+                                ingress.endpoints(ctx.scenario, ctx.pods))
+    port = next(c for c in provider.containers(name, "node") if c.name == edge
+                ).labels.get(LABEL_INGRESS_PORT, "")
+    provider.run(ContainerSpec(
+        name=ingress_name(name), image=ctx.tags["ingress"], cluster=name, role="ingress",
+        network_mode=f"container:{edge}",
+        env={"INGRESS_NGINX_CONF": ingress.render(all_routes)},
+        labels={**ctx.labels(), LABEL_NODE: edge, LABEL_INGRESS_PORT: port,
+                LABEL_EDGE: ingress.describe(all_routes, ctx.scenario)},
+    ))
+    provider.run(ContainerSpec(
+        name=outside_name(name), image=ctx.tags["node"], cluster=name, role="external",
+        network=net, hostname=outside_name(name), labels=ctx.labels(),
+        command=["sleep", "infinity"], init=True,
+    ))
+    echo = provider.run(ContainerSpec(
+        name=echo_name(name), image=ctx.tags["node"], cluster=name, role="external",
+        network=net, hostname=echo_name(name), labels=ctx.labels(), init=True,
+        command=["python3", "-m", "testbed.agent.workload", "--port", str(ECHO_PORT),
+                 "--pod", "internet-echo", "--container", "echo", "--node", echo_name(name)],
+    ))
+
+    def ingress_up() -> bool:
+        res = provider.exec(edge, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                   "-m", "2", f"http://127.0.0.1:{INGRESS_HTTP_PORT}/"])
+        return res.stdout.strip() == "404"
+
+    def echo_up() -> bool:
+        url = f"http://{echo.ip}:{ECHO_PORT}/healthz"
+        return provider.exec(outside_name(name), ["curl", "-sf", "-m", "2", url]).exit_code == 0
+
+    until(ingress_up, EDGE_TIMEOUT, f"the ingress on {edge} to answer",
+          lambda: provider.logs(ingress_name(name)))
+    until(echo_up, EDGE_TIMEOUT, "the internet echo server to answer the outside client",
+          lambda: provider.logs(echo_name(name)))
