@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 from rich.console import Console
 
-out = Console(highlight=False)
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
 
 

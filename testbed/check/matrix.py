@@ -32,6 +32,7 @@ class Case:
     url: str = ""
     # Where the probe runs: a pod on a node, or else directly in a container (outside client).
     src_node: str = ""
+    src_pod: str = ""
     src_container: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     # What passing means: the answering pod is one of these (empty: any), the source address
@@ -71,7 +72,7 @@ def pod_case(path: str, node: str, src: dict[str, Any], dst: dict[str, Any],
              port: int | None = None) -> Case:
     """A case from one pod to another pod's HTTP port."""
     port = port or http_port(dst)
-    return Case(path, src["name"], dst["name"], src_node=node,
+    return Case(path, src["name"], dst["name"], src_node=node, src_pod=src["name"],
                 url=f"http://{str(dst['ip']).split('/')[0]}:{port}/", expect_pods=(dst["name"],))
 
 
@@ -101,6 +102,7 @@ def container_to_container(provider: Provider, world: World) -> list[Case]:
                 other = https[1]
                 return [Case("container-to-container", f"{pod['name']}/{https[0]['name']}",
                              f"{pod['name']}/{other['name']}", src_node=node,
+                             src_pod=pod["name"],
                              url=f"http://127.0.0.1:{other['port']}/",
                              expect_pods=(pod["name"],))]
     return [Case("container-to-container", "-", "-",
@@ -119,7 +121,7 @@ def plan(provider: Provider, world: World) -> list[Case]:
 def _probe(provider: Provider, case: Case) -> dict[str, Any]:
     if case.src_node:
         res: dict[str, Any] = NodeAgent(provider, case.src_node).probe(
-            case.src, case.url, PROBE_COUNT, PROBE_TIMEOUT, headers=case.headers)
+            case.src_pod or case.src, case.url, PROBE_COUNT, PROBE_TIMEOUT, headers=case.headers)
         return res
     argv = ["python3", "-m", "testbed.agent.probe", case.url, "--count", str(PROBE_COUNT),
             "--timeout", str(PROBE_TIMEOUT)]
