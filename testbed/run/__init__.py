@@ -1,0 +1,1 @@
+"""`run` and `compare`: up, check, ceilings, load, throughput, store, report, down."""

@@ -1,0 +1,210 @@
+"""The main job: a run as named steps, measured data stored as it arrives, always torn down."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testbed import console
+from testbed.check import matrix
+from testbed.cluster import model
+from testbed.cni import Cni
+from testbed.errors import CheckFailed, TestbedError
+from testbed.lifecycle.create import UpContext, up
+from testbed.load import resources
+from testbed.load.locust import LocustPhase, PhaseResult, Profile
+from testbed.provider.docker import DockerProvider
+from testbed.results import RunDir, Store
+from testbed.run import targets
+from testbed.run.options import RunOptions
+from testbed.scenario import Scenario
+
+# A failing case on one of these paths means the path under load is broken: stop the run.
+GATES = {
+    "pod-to-service": ("pod-to-pod-cross-node", "pod-to-service"),
+    "nodeport": ("pod-to-pod-cross-node", "pod-to-nodeport"),
+    "ingress": ("pod-to-pod-cross-node", "outside-to-ingress"),
+}
+CEILINGS = ("container-to-container", "node-to-node")
+
+
+@dataclass
+class Run:
+    """Everything one run shares between its steps."""
+
+    provider: DockerProvider
+    scenario: Scenario
+    cni: Cni
+    backend: str
+    opts: RunOptions
+    out: Path
+    name: str = ""
+    rundir: RunDir | None = None
+    cluster: UpContext | None = None
+    started: float = field(default_factory=time.monotonic)
+    load_s: float = 0.0
+    current: LocustPhase | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def profile(self) -> Profile:
+        """Locust's knobs from the scenario (after command-line overrides)."""
+        p = self.scenario.load
+        return Profile(p.users, p.spawn_rate, p.duration_s, p.seed)
+
+    def record(self, section: str, rows: Any) -> None:
+        """Durably keep a measurement the moment it exists."""
+        assert self.rundir is not None
+        self.rundir.record_partial(section, rows)
+
+
+def _environment(run: Run) -> dict[str, Any]:
+    info = run.provider.client.version()
+    assert run.cluster is not None and run.cluster.selection is not None
+    return {
+        "kernel": platform.release(), "docker_version": info.get("Version", ""),
+        "docker_api": info.get("ApiVersion", ""), "scenario": run.scenario.name,
+        "scenario_hash": run.scenario.digest(), "nodes": run.scenario.nodes,
+        "build_note": run.cluster.selection.note,
+        "images": {**run.cluster.tags, **run.cluster.selection.images},
+    }
+
+
+def bring_up(run: Run) -> None:
+    """The cluster, through exactly the same steps as `up`."""
+    run.cluster = up(run.provider, run.scenario, run.name, run.cni, run.backend)
+    assert run.cluster.selection is not None
+    run.record("meta", {"build": run.cluster.selection.build,
+                        "images": {**run.cluster.tags, **run.cluster.selection.images}})
+    run.record("environment", _environment(run))
+
+
+def check_paths(run: Run) -> None:
+    """The connectivity matrix; a broken hop on a path under test stops the run (exit 1)."""
+    cluster = model.find(run.provider, run.name)
+    cases = matrix.run(run.provider, cluster)
+    doc = matrix.report(cluster, cases)
+    assert run.rundir is not None
+    (run.rundir.path / "check.json").write_text(json.dumps(doc, indent=2))
+    gated = {p for path in run.scenario.load.paths for p in GATES[path]}
+    broken = [c for c in cases if c.status == "fail" and c.path in gated]
+    if broken:
+        c = broken[0]
+        raise CheckFailed(f"path {c.path} is broken at hop {c.src} -> {c.dst}: {c.reason}")
+
+
+def idle_resources(run: Run) -> None:
+    """CPU and memory of every node and CNI container before any load."""
+    run.record("resources", resources.snapshot(run.provider, run.name, "idle"))
+
+
+def _phase(run: Run, path: str, section: str) -> PhaseResult:
+    assert run.rundir is not None
+    phase = targets.phase(run.provider, run.name, run.scenario, path, run.profile)
+    run.current = phase
+    with resources.Sampler(run.provider, run.name, f"load:{path}") as sampler:
+        start = time.monotonic()
+        result = phase.run(run.rundir.path)
+        run.load_s += time.monotonic() - start
+    run.current = None
+    row = result.summary()
+    if section == "baselines":
+        row["kind"] = "locust"
+    run.record(section, row)
+    run.record("timeseries", [{"path": path, **t} for t in result.timeseries])
+    run.record("resources", sampler.mean())
+    run.record("generator", {path: {"cpu_max": result.generator_cpu_max,
+                                    "cpu_mean": result.generator_cpu_mean,
+                                    "bound": result.generator_bound,
+                                    "workers": len(phase.workers)}})
+    if result.generator_bound:
+        console.info(f"   ! {path}: the load generator saturated (worker CPU peak "
+                     f"{result.generator_cpu_max:.0f}%): flagged generator-bound")
+    return result
+
+
+def ceilings(run: Run) -> None:
+    """Container-to-container over localhost and node-to-node over the host network."""
+    for path in CEILINGS:
+        with console.step(f"Ceiling: {path}"):
+            _phase(run, path, "baselines")
+
+
+def load(run: Run) -> None:
+    """One Locust phase per path under test, each with its resources sampled."""
+    p = run.profile
+    for path in run.scenario.load.paths:
+        with console.step(f"Load: {path} ({p.users} users, {p.duration_s:g}s)"):
+            _phase(run, path, "paths")
+
+
+def throughput(run: Run) -> None:
+    """iperf3 pod-to-pod across nodes and pod-to-service, with each path's MTU."""
+    rows = [t.summary() for t in targets.throughput(run.provider, run.name, run.scenario)]
+    run.record("throughput", rows)
+    run.record("mtu", {r["path"]: r.get("mtu") for r in rows})
+
+
+STEPS = [("Bringing the cluster up", bring_up), ("Checking the paths under test", check_paths),
+         ("Measuring idle resources", idle_resources), ("Measuring ceilings", ceilings),
+         ("Driving load", load), ("Measuring throughput (iperf3)", throughput)]
+
+
+def execute(run: Run) -> dict[str, Any]:
+    """Run every step; whatever happens, store what was measured, report it, and tear down."""
+    from testbed.reports import render_run
+
+    interrupted, failure = False, None
+    assert run.rundir is not None
+    try:
+        for title, fn in STEPS:
+            if fn in (ceilings, load):
+                fn(run)
+            else:
+                with console.step(title):
+                    fn(run)
+    except KeyboardInterrupt:
+        interrupted = True
+        console.info(" ! interrupted: keeping what was measured and tearing down")
+        if run.current is not None:
+            with contextlib.suppress(TestbedError):
+                run.record("paths", run.current.collect(run.rundir.path).summary())
+    except TestbedError as e:
+        failure = e
+    finally:
+        total = time.monotonic() - run.started
+        summary = {"duration_s": round(total, 2), "interrupted": interrupted,
+                   "load_s": round(run.load_s, 2), "overhead_s": round(total - run.load_s, 2),
+                   "status": "interrupted" if interrupted else
+                   ("failed" if failure else "complete")}
+        if failure:
+            summary["error"] = str(failure)
+        final = run.rundir.finalize(summary)
+        reports = render_run(final, run.rundir.path)
+        run.summary = {**final, "report": str(reports.get("html", ""))}
+        if not run.opts.keep:
+            with console.step(f"Deleting cluster {run.name}"):
+                run.provider.delete_cluster(run.name)
+    if failure:
+        raise failure
+    if interrupted:
+        raise KeyboardInterrupt
+    return run.summary
+
+
+def start(provider: DockerProvider, scenario: Scenario, cni: Cni, backend: str,
+          opts: RunOptions, out: Path) -> Run:
+    """Open the run directory and its row in the results database."""
+    store = Store(opts.db) if opts.db else Store()
+    rundir = RunDir.create(out, cni.name, backend, store=store, meta={
+        "scenario": scenario.name, "seed": scenario.load.seed, "users": scenario.load.users,
+        "spawn_rate": scenario.load.spawn_rate, "duration_per_path_s": scenario.load.duration_s,
+        "paths_under_test": list(scenario.load.paths), "build": scenario.cni.build})
+    name = f"run-{rundir.run_id[-6:]}"
+    return Run(provider, scenario, cni, backend, opts, out, name=name, rundir=rundir)
+

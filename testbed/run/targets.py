@@ -1,0 +1,147 @@
+"""Where each path's load comes from and goes to, derived from the running cluster."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from testbed.cluster import model
+from testbed.cluster.agent import NodeAgent
+from testbed.errors import StepError
+from testbed.load import iperf
+from testbed.load.locust import LocustPhase, Place, Profile
+from testbed.provider.docker import DockerProvider
+from testbed.scenario import Scenario
+
+NODE_SERVER_PORT = 18080
+CLIENT_LABEL = ("role", "client")
+
+
+def _pods(provider: DockerProvider, cluster: str) -> dict[str, dict[str, Any]]:
+    out = {}
+    for node in model.find(provider, cluster).nodes:
+        for pod in NodeAgent(provider, node.name).pods():
+            out[pod["name"]] = {**pod, "node_container": node.name,
+                                "ip": str(pod.get("ip", "")).split("/")[0]}
+    return out
+
+
+def _clients(scenario: Scenario, pods: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    k, v = CLIENT_LABEL
+    names = [name for name, _, dep in scenario.pods() if dep.pod_labels.get(k) == v]
+    found = [pods[n] for n in names if n in pods]
+    if not found:
+        raise StepError("the scenario has no client pods (a deployment labelled role: client) "
+                        "to run Locust in")
+    return found
+
+
+def service(provider: DockerProvider, cluster: str, name: str) -> dict[str, Any]:
+    """A service as the registry in etcd holds it (ClusterIP, ports)."""
+    from testbed.services import registry
+
+    found: dict[str, Any] = registry.read_service(provider, cluster, name)
+    return found
+
+
+def node_ips(provider: DockerProvider, cluster: str) -> list[str]:
+    """Every node's address on the cluster network."""
+    return [n.ip for n in model.find(provider, cluster).nodes if n.ip]
+
+
+def edge(provider: DockerProvider, cluster: str) -> dict[str, Any]:
+    """The edge node's internet address (where the ingress listens) and the outside client."""
+    from testbed.edge import EDGE_NODE, internet_network, outside_name
+
+    node = next(n for n in model.find(provider, cluster).nodes
+                if n.name == model.node_name(cluster, EDGE_NODE))
+    ip = node.ips.get(internet_network(cluster))
+    if not ip:
+        raise StepError(f"{node.name} is not on {internet_network(cluster)}: no ingress path")
+    return {"ingress_ip": ip, "outside": outside_name(cluster)}
+
+
+def client_pods(provider: DockerProvider, cluster: str, scenario: Scenario
+                ) -> list[dict[str, Any]]:
+    """The scenario's client pods as running (ip, node container)."""
+    return _clients(scenario, _pods(provider, cluster))
+
+
+def first_service_port(scenario: Scenario) -> tuple[str, int, int | None]:
+    svc = next((s for s in scenario.services if s.selector.get("app") == "echo"),
+               scenario.services[0] if scenario.services else None)
+    if svc is None:
+        raise StepError("the scenario has no service to load")
+    return svc.name, svc.ports[0].port, svc.ports[0].node_port
+
+
+def phase(provider: DockerProvider, cluster: str, scenario: Scenario, path: str,
+          profile: Profile) -> LocustPhase:
+    """The master, workers and targets of one path's Locust phase."""
+    pods = _pods(provider, cluster)
+    clients = _clients(scenario, pods)
+    master = clients[0]
+    master_place = Place(master["node_container"], master["name"])
+    others = [c for c in clients[1:] if c["node_container"] != master["node_container"]] \
+        or clients[1:] or clients
+    count = scenario.load.workers
+    workers = [Place(c["node_container"], c["name"]) for c in (others * count)[:count]]
+    svc_name, port, node_port = first_service_port(scenario)
+    targets: dict[str, Any]
+    if path == "pod-to-service":
+        ip = service(provider, cluster, svc_name)["cluster_ip"]
+        targets = {path: {"urls": [f"http://{ip}:{port}/"]}}
+    elif path == "nodeport":
+        if node_port is None:
+            raise StepError(f"service {svc_name} has no nodePort to load")
+        targets = {path: {"urls": [f"http://{ip}:{node_port}/"
+                                   for ip in node_ips(provider, cluster)]}}
+    elif path == "ingress":
+        facts = edge(provider, cluster)
+        rule = scenario.ingress[0]
+        targets = {path: {"urls": [f"http://{facts['ingress_ip']}:80{rule.paths[0].path}"],
+                          "headers": {"Host": rule.host}}}
+        outside = facts["outside"]
+        return LocustPhase(provider, path, Place(outside), "127.0.0.1",
+                           [Place(outside)] * count, targets, profile)
+    elif path == "container-to-container":
+        targets = {path: {"urls": ["http://127.0.0.1:8080/"]}}
+    elif path == "node-to-node":
+        nodes = model.find(provider, cluster).nodes
+        server, client = nodes[min(1, len(nodes) - 1)], nodes[-1]
+        provider.spawn(server.name, ["python3", "-m", "testbed.agent.workload", "--port",
+                                     str(NODE_SERVER_PORT), "--pod", f"{server.name}-host"])
+        targets = {path: {"urls": [f"http://{server.ip}:{NODE_SERVER_PORT}/"]}}
+        head = nodes[0]
+        return LocustPhase(provider, path, Place(head.name), head.ip or "",
+                           [Place(client.name)] * count, targets, profile)
+    else:
+        raise StepError(f"unknown load path {path!r}")
+    return LocustPhase(provider, path, master_place, master["ip"], workers, targets, profile)
+
+
+def throughput(provider: DockerProvider, cluster: str, scenario: Scenario
+               ) -> list[iperf.Throughput]:
+    """iperf3 from a client pod on another node to the iperf pod, direct and via its service."""
+    pods = _pods(provider, cluster)
+    servers = [p for p in pods.values() if str(p["name"]).startswith("iperf-")]
+    if not servers:
+        return []
+    server = servers[0]
+    clients = [c for c in _clients(scenario, pods) if c["node_container"]
+               != server["node_container"]] or _clients(scenario, pods)
+    client = clients[0]
+    mtu = iperf.mtu_of(provider, client["node_container"], client["name"])
+    out = iperf.measure(provider, client["node_container"], client["name"],
+                        "pod-to-pod-cross-node", server["ip"], mtu)
+    svc = next((s for s in scenario.services if s.selector.get("app") == "iperf"), None)
+    if svc is not None:
+        ip = service(provider, cluster, svc.name)["cluster_ip"]
+        out += iperf.measure(provider, client["node_container"], client["name"],
+                             "pod-to-service", ip, mtu)
+    return out
+
+
+def describe(targets: dict[str, Any]) -> str:
+    """One line naming a phase's targets (for progress output)."""
+    return json.dumps(targets)

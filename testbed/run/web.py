@@ -1,0 +1,118 @@
+"""`run --web`: Locust's own web UI on 127.0.0.1 against a live cluster, kept until Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import Any
+
+from testbed import console
+from testbed.cni import Cni
+from testbed.constants import LABEL_CLUSTER
+from testbed.edge import internet_network
+from testbed.errors import StepError
+from testbed.images import by_name, resolve
+from testbed.lifecycle.create import up
+from testbed.lifecycle.wait import until
+from testbed.load.locust import LOCUSTFILE, MASTER_PORT, USER_CLASS
+from testbed.paths import LOADTESTS_DIR
+from testbed.provider.base import ContainerSpec
+from testbed.provider.docker import DockerProvider
+from testbed.run import targets
+from testbed.run.options import RunOptions
+from testbed.scenario import Scenario
+
+WEB_PATHS = ("pod-to-service", "nodeport", "ingress", "container-to-container")
+UI_PORT = 8089
+
+
+def locust_name(cluster: str) -> str:
+    """`<cluster>-locust`: the Locust master with the web UI."""
+    return f"{cluster}-locust"
+
+
+def all_targets(provider: DockerProvider, cluster: str, scenario: Scenario
+                ) -> dict[str, dict[str, Any]]:
+    """Targets of every path a worker in a client pod can drive."""
+    svc, port, node_port = targets.first_service_port(scenario)
+    cluster_ip = targets.service(provider, cluster, svc)["cluster_ip"]
+    out: dict[str, dict[str, Any]] = {
+        "pod-to-service": {"urls": [f"http://{cluster_ip}:{port}/"]},
+        "container-to-container": {"urls": ["http://127.0.0.1:8080/"]},
+    }
+    if node_port:
+        out["nodeport"] = {"urls": [f"http://{ip}:{node_port}/"
+                                    for ip in targets.node_ips(provider, cluster)]}
+    if scenario.ingress:
+        edge = targets.edge(provider, cluster)
+        rule = scenario.ingress[0]
+        out["ingress"] = {"urls": [f"http://{edge['ingress_ip']}:80{rule.paths[0].path}"],
+                          "headers": {"Host": rule.host}}
+    return out
+
+
+def start_ui(provider: DockerProvider, cluster: str, scenario: Scenario, port: int) -> str:
+    """Start the master (web UI published on 127.0.0.1:port) and a worker per client pod."""
+    name = locust_name(cluster)
+    node_image = resolve(by_name("node")).tag
+    tg = all_targets(provider, cluster, scenario)
+    env = {"TESTBED_TARGETS": json.dumps(tg), "TESTBED_SEED": str(scenario.load.seed),
+           "PYTHONUNBUFFERED": "1"}
+    info = provider.run(ContainerSpec(
+        name=name, image=node_image, cluster=cluster, role="client", hostname=name,
+        network=internet_network(cluster), command=["sleep", "infinity"], init=True,
+        ports={f"{UI_PORT}/tcp": ("127.0.0.1", port)}, env=env))
+    master_ip = info.ips.get(internet_network(cluster)) or info.ip or ""
+    source = (LOADTESTS_DIR / "cni_paths.py").read_text()
+    classes = [USER_CLASS[p] for p in WEB_PATHS if p in tg]
+    provider.exec(name, ["mkdir", "-p", "/opt/testbed/loadtests"])
+    provider.put_file(name, LOCUSTFILE, source)
+    provider.spawn(name, ["python3", "-m", "locust", "-f", LOCUSTFILE, "--master",
+                          "--web-host", "0.0.0.0", "--web-port", str(UI_PORT),
+                          "--master-bind-port", str(MASTER_PORT), "--class-picker",
+                          "-u", str(scenario.load.users), "-r", str(scenario.load.spawn_rate),
+                          "--logfile", "/tmp/locust-master.log", *classes], env)
+    pods = targets.client_pods(provider, cluster, scenario)
+    for pod in pods:
+        provider.exec(pod["node_container"], ["mkdir", "-p", "/opt/testbed/loadtests"])
+        provider.put_file(pod["node_container"], LOCUSTFILE, source)
+        provider.spawn(pod["node_container"], [
+            "python3", "-m", "testbed.agent", "pod", "exec", pod["name"], "--",
+            "python3", "-m", "locust", "-f", LOCUSTFILE, "--worker", "--master-host",
+            master_ip, "--master-port", str(MASTER_PORT), *classes], env)
+    url = f"http://127.0.0.1:{port}/"
+
+    def workers_joined() -> bool:
+        try:
+            with urllib.request.urlopen(url + "stats/requests", timeout=2) as resp:
+                return int(json.load(resp).get("worker_count", 0)) >= len(pods)
+        except OSError:
+            return False
+
+    until(workers_joined, 60, f"{len(pods)} Locust workers to join the master at {url}",
+          lambda: provider.logs(name))
+    return url
+
+
+def serve(provider: DockerProvider, scenario: Scenario, cni: Cni, backend: str,
+          opts: RunOptions) -> None:
+    """Bring a cluster up, open the UI, and keep both until Ctrl-C (then tear down)."""
+    name = f"web-{int(time.time()) % 1_000_000:06d}"
+    try:
+        up(provider, scenario, name, cni, backend)
+        with console.step("Starting Locust (web UI)"):
+            url = start_ui(provider, name, scenario, opts.web_port)
+        console.info(f"Locust web UI: {url}  (cluster {name}; pick user classes = paths, "
+                     "start a swarm; Ctrl-C here stops the load and tears the cluster down)")
+        while True:
+            time.sleep(1)
+            if not provider.containers(cluster=name, role="client"):
+                raise StepError(f"the Locust container of {name} is gone")
+    except KeyboardInterrupt:
+        console.info(" ! stopping")
+    finally:
+        if not opts.keep and provider.client.containers.list(
+                all=True, filters={"label": f"{LABEL_CLUSTER}={name}"}):
+            with console.step(f"Deleting cluster {name}"):
+                provider.delete_cluster(name)
