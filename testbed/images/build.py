@@ -163,7 +163,7 @@ def _wheels(spec: ImageSpec) -> Path:
     for plat in platforms:
         cmd += ["--platform", plat]
     console.progress(f"pip download {' '.join(spec.wheels)}")
-    res = subprocess.run([*cmd, *spec.wheels], capture_output=True, text=True)
+    res = subprocess.run([*cmd, *spec.wheels], capture_output=True, text=True, timeout=600)
     if res.returncode != 0:
         raise ProviderError(f"pip download for {spec.name} failed: {res.stderr.strip()[-500:]}")
     tmp.rename(dest)
@@ -186,6 +186,7 @@ def _build(client: docker.DockerClient, res: Resolved, base_tag: str) -> None:
             else:
                 shutil.copy2(path, dest)
         (ctx / "wheels").mkdir(exist_ok=True)
+        (ctx / "wheels" / "requirements.txt").write_text("\n".join(spec.wheels) + "\n")
         if spec.wheels:
             for whl in _wheels(spec).iterdir():
                 shutil.copy2(whl, ctx / "wheels" / whl.name)

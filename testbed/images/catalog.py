@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 PYROUTE2 = "pyroute2==0.9.7"
+# Locust runs inside client pods and the outside client (never in the orchestrator).
+LOCUST = "locust==2.47.0"
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ NODE = ImageSpec(
     name="node",
     role="node",
     sources=("testbed/__init__.py", "testbed/agent"),
-    wheels=(PYROUTE2,),
+    wheels=(PYROUTE2, LOCUST),
 )
 ETCD = ImageSpec(name="etcd", role="datastore")
 INGRESS = ImageSpec(name="ingress", role="ingress")
