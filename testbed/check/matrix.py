@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from testbed.check import edge
 from testbed.cluster.agent import NodeAgent
 from testbed.cluster.model import Cluster
 from testbed.lifecycle.wait import parallel
@@ -40,6 +41,7 @@ class Case:
     expect_pods: tuple[str, ...] = ()
     expect_client: str = ""
     expect_blocked: bool = False
+    expect_status: int = 0  # every request must get exactly this HTTP status (e.g. 404)
 
 
 @dataclass
@@ -109,7 +111,7 @@ def container_to_container(provider: Provider, world: World) -> list[Case]:
                  reason="no pod in the scenario has two HTTP containers")]
 
 
-PLANNERS: list[Planner] = [container_to_container, pod_to_pod]
+PLANNERS: list[Planner] = [container_to_container, pod_to_pod, *edge.PLANNERS]
 
 
 def plan(provider: Provider, world: World) -> list[Case]:
@@ -143,6 +145,17 @@ def judge(case: Case, res: dict[str, Any]) -> Case:
         else:
             case.status = "fail"
             case.reason = f"{case.url} answered ({body.get('pod')}) but policy should deny"
+        return case
+    if case.expect_status:
+        got = sorted({s.get("status") for s in res.get("samples", [])}, key=str)
+        times = sorted(s["latency_ms"] for s in res.get("samples", []) if s.get("latency_ms"))
+        case.latency_ms = round(float(times[len(times) // 2]), 3) if times else 0.0
+        if got == [case.expect_status]:
+            case.status, case.reason = "pass", f"{case.url} answered {case.expect_status}"
+        else:
+            case.status = "fail"
+            case.reason = (f"{case.url} answered {got} ({res.get('error')}), expected "
+                           f"{case.expect_status}")
         return case
     if not res.get("ok"):
         case.status = "fail"
