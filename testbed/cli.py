@@ -193,6 +193,10 @@ def status(name: str, as_json: bool) -> None:
         table.add_row(n["name"], n["ip"] or "-", n["state"], daemons, n.get("pod_cidr") or "-",
                       str(len(n.get("pods", []))))
     console.out.print(table)
+    if doc.get("edge"):
+        ing = doc["edge"]["ingress"]
+        console.out.print(f"ingress {ing['name']} ({ing['state']}, on {ing['node']}): "
+                          f"{ing['url'] or 'not published'}")
 
 
 @cli.command("list")

@@ -8,6 +8,7 @@ from testbed import cni as cnis
 from testbed.cluster import model
 from testbed.cluster.agent import NodeAgent
 from testbed.constants import LABEL_NODE
+from testbed.edge import inspect as edge
 from testbed.errors import TestbedError
 from testbed.lifecycle.wait import parallel
 from testbed.provider.base import Provider
@@ -41,6 +42,7 @@ def status(provider: Provider, name: str) -> dict[str, Any]:
         "build": cluster.build, "images": cluster.images,
         "datastore": {"name": etcd.name, "ip": etcd.ip, "state": etcd.status} if etcd else None,
         "nodes": parallel(node, cluster.nodes),
+        "edge": edge.status(cluster),
     }
 
 
