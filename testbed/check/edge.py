@@ -10,6 +10,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from testbed.edge import registry
 from testbed.edge.names import (
     ECHO_PORT,
     EDGE_NODE,
@@ -86,14 +87,20 @@ def outside_to_nodeport(provider: Provider, world: World) -> list[Case]:
     if missing:
         return [missing]
     cases: list[Case] = []
+    registered = registry.cluster_ips(provider, world.cluster.name)
+    if not registered:
+        return []  # no service proxy in this cluster at all: no NodePort exists to check
     for svc, info in sorted(facts["services"].items()):
         pods = backend_pods(world, info["deployments"])
         for node_port in info["nodePorts"]:
             for node, ip in sorted(facts["internet_ips"].items()):
                 dst = f"{node}:{node_port} ({svc})"
-                if not pods:
+                why = ("" if svc in registered else f"service {svc} is not registered with "
+                       "the service proxy (no /testbed/services/ record in etcd)")
+                why = why or ("" if pods else f"service {svc} has no running pods")
+                if why:
                     cases.append(_case("outside-to-nodeport", facts["outside"], dst,
-                                       reason=f"service {svc} has no running pods"))
+                                       reason=why))
                     continue
                 cases.append(_case("outside-to-nodeport", facts["outside"], dst,
                                    src_container=facts["outside"],
