@@ -25,7 +25,7 @@ def cluster_name(tag: str) -> str:
     return f"tbt-{tag}-{RUN_ID}"
 
 
-def testbed_cli(*args: str, env: dict[str, str] | None = None,
+def run_cli(*args: str, env: dict[str, str] | None = None,
                 timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run `python -m testbed ...` as a user would."""
     return subprocess.run([sys.executable, "-m", "testbed", *args], capture_output=True,
@@ -40,8 +40,8 @@ def provider() -> DockerProvider:
 
 @pytest.fixture(scope="session")
 def built(provider: DockerProvider) -> dict[str, str]:
-    """The core and Flannel reference images, built once for the whole session."""
-    return images.ensure(provider.client, images.for_cni("flannel"))
+    """The core, Flannel and Weave reference images, built once for the whole session."""
+    return images.ensure(provider.client, (*images.for_cni("flannel"), *images.for_cni("weave")))
 
 
 @dataclass
@@ -76,6 +76,14 @@ def flannel_vxlan(provider: DockerProvider, built: dict[str, str]) -> Iterator[R
 def flannel_hostgw(provider: DockerProvider, built: dict[str, str]) -> Iterator[Running]:
     """A 3-node flannel host-gw cluster."""
     running = start(provider, "hg", "flannel:host-gw")
+    yield running
+    provider.delete_cluster(running.name)
+
+
+@pytest.fixture(scope="session")
+def weave(provider: DockerProvider, built: dict[str, str]) -> Iterator[Running]:
+    """A 3-node weave cluster (weaver picks its datapath)."""
+    running = start(provider, "wv", "weave")
     yield running
     provider.delete_cluster(running.name)
 

@@ -8,7 +8,7 @@ import json
 import time
 
 import pytest
-from conftest import Running, testbed_cli
+from conftest import Running, run_cli
 
 from testbed.check.matrix import run
 from testbed.cluster.agent import NodeAgent
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.docker
 
 
 def _check(running: Running) -> list[dict[str, object]]:
-    res = testbed_cli("check", running.name, "--json")
+    res = run_cli("check", running.name, "--json")
     assert res.returncode == 0, res.stdout + res.stderr
     doc = json.loads(res.stdout)
     assert doc["cluster"] == running.name and doc["build"] == "reference"
@@ -134,7 +134,7 @@ def test_restarted_flanneld_keeps_its_lease_and_pods_stay_reachable(
 
 
 def test_status_reports_every_node_with_its_pod_cidr(flannel_vxlan: Running) -> None:
-    res = testbed_cli("status", flannel_vxlan.name, "--json")
+    res = run_cli("status", flannel_vxlan.name, "--json")
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert doc["cni"] == "flannel" and doc["backend"] == "vxlan"

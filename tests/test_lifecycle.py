@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import RUN_ID, cluster_name, start, testbed_cli
+from conftest import RUN_ID, cluster_name, start, run_cli
 
 from testbed.constants import LABEL_CLUSTER
 from testbed.lifecycle import create
@@ -46,17 +46,17 @@ def test_two_clusters_side_by_side_then_down_removes_only_one(
         subnets = {provider.network_subnet(f"{x.name}-net") for x in (a, b)}
         assert len(subnets) == 2, "each cluster gets its own node network"
         for x in (a, b):
-            res = testbed_cli("check", x.name, "--json")
+            res = run_cli("check", x.name, "--json")
             assert res.returncode == 0, res.stdout + res.stderr
             assert {c["status"] for c in json.loads(res.stdout)["cases"]} == {"pass"}
-        res = testbed_cli("list", "--json")
+        res = run_cli("list", "--json")
         names = {r["name"] for r in json.loads(res.stdout)}
         assert {a.name, b.name} <= names
-        res = testbed_cli("down", a.name)
+        res = run_cli("down", a.name)
         assert res.returncode == 0, res.stderr
         assert _leftovers(provider, a.name) == []
         assert len(_leftovers(provider, b.name)) > 0
-        assert testbed_cli("check", b.name).returncode == 0
+        assert run_cli("check", b.name).returncode == 0
     finally:
         provider.delete_cluster(a.name)
         provider.delete_cluster(b.name)
@@ -66,16 +66,16 @@ def test_two_clusters_side_by_side_then_down_removes_only_one(
 @pytest.mark.docker
 def test_up_and_down_through_the_cli(built: dict[str, str], provider: DockerProvider) -> None:
     name = cluster_name("cli")
-    res = testbed_cli("up", "--cni", "flannel", "--nodes", "2", "--name", name,
+    res = run_cli("up", "--cni", "flannel", "--nodes", "2", "--name", name,
                       "--build", "reference")
     assert res.returncode == 0, res.stderr
     assert "REFERENCE build" in res.stderr
     try:
-        again = testbed_cli("up", "--nodes", "2", "--name", name)
+        again = run_cli("up", "--nodes", "2", "--name", name)
         assert again.returncode == 2
         assert f"a cluster named {name!r} already exists" in again.stderr
     finally:
-        res = testbed_cli("down", name)
+        res = run_cli("down", name)
     assert res.returncode == 0
     assert _leftovers(provider, name) == []
 
@@ -89,14 +89,14 @@ def test_up_and_down_through_the_cli(built: dict[str, str], provider: DockerProv
     (["up", "no-such-scenario.yaml"], "does not exist"),
 ])
 def test_bad_input_is_one_line_exit_2_and_creates_nothing(args: list[str], needle: str) -> None:
-    res = testbed_cli(*args, "--name", f"never-{RUN_ID}") if "--name" not in args else \
-        testbed_cli(*args)
+    res = run_cli(*args, "--name", f"never-{RUN_ID}") if "--name" not in args else \
+        run_cli(*args)
     assert res.returncode == 2, res.stderr
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], res.stderr
 
 
 def test_unreachable_docker_is_exit_2_naming_docker() -> None:
-    res = testbed_cli("up", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    res = run_cli("up", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert res.returncode == 2
     assert "Docker engine" in res.stderr and len(res.stderr.strip().splitlines()) == 1

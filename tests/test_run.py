@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import RUN_ID, testbed_cli
+from conftest import RUN_ID, run_cli
 
 from testbed.provider.docker import DockerProvider
 
@@ -35,7 +35,7 @@ class _Svgs(HTMLParser):
 
 
 def _run(cni: str, tmp: Path, *extra: str) -> dict[str, object]:
-    res = testbed_cli("run", cni, *SHORT, "--out", str(tmp / "runs"), "--db",
+    res = run_cli("run", cni, *SHORT, "--out", str(tmp / "runs"), "--db",
                       str(tmp / "results.sqlite"), "--json", *extra, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     return dict(json.loads(res.stdout))
@@ -82,7 +82,7 @@ def test_short_run_measures_every_path_and_stores_it(cni: str, tmp_path: Path,
 
 
 def test_compare_two_cnis_side_by_side(tmp_path: Path, built: dict[str, str]) -> None:
-    res = testbed_cli("compare", "flannel:host-gw", "calico:vxlan", *SHORT[:4],
+    res = run_cli("compare", "flannel:host-gw", "calico:vxlan", *SHORT[:4],
                       "--out", str(tmp_path / "runs"), "--db", str(tmp_path / "db.sqlite"),
                       "--json", timeout=1500)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -128,7 +128,7 @@ def test_bad_run_input_is_exit_2_before_anything_starts(tmp_path: Path) -> None:
         (["run", "flannel", "--spawn-rate", "0"], "--spawn-rate 0 is out of range"),
         (["run", "flannel", "--out", "/proc/testbed"], "is not writable"),
     ]:
-        res = testbed_cli(*args, "--db", str(tmp_path / f"db-{RUN_ID}.sqlite"))
+        res = run_cli(*args, "--db", str(tmp_path / f"db-{RUN_ID}.sqlite"))
         assert res.returncode == 2, (args, res.stderr)
         assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.glob("db-*.sqlite"))
