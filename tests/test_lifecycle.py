@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import RUN_ID, cluster_name, start, run_cli
+from conftest import RUN_ID, cluster_name, run_cli, start
 
 from testbed.constants import LABEL_CLUSTER
 from testbed.lifecycle import create
