@@ -21,6 +21,8 @@ CNI_BIN_DIR = "/opt/cni/bin"
 CNI_CONF_DIR = "/etc/cni/net.d"
 
 ETCD_PORT = 2379
+# The validated scenario a cluster was made from, kept in its etcd (the API server's role).
+SCENARIO_KEY = "/testbed/scenario"
 
 # Node containers never use --privileged (refused on some engines): explicit
 # capabilities, unconfined seccomp/apparmor, and sysctls fixed at create time.

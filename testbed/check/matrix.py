@@ -10,8 +10,10 @@ from typing import Any
 from testbed.check import edge
 from testbed.cluster.agent import NodeAgent
 from testbed.cluster.model import Cluster
+from testbed.constants import SCENARIO_KEY
 from testbed.lifecycle.wait import parallel
 from testbed.provider.base import Provider
+from testbed.scenario import Scenario
 
 PROBE_COUNT = 3
 PROBE_TIMEOUT = 3.0
@@ -41,6 +43,8 @@ class Case:
     expect_pods: tuple[str, ...] = ()
     expect_client: str = ""
     expect_blocked: bool = False
+    # How to probe when not the default PROBE_COUNT requests (e.g. until a backend answers).
+    runner: Callable[[Provider, Case], dict[str, Any]] | None = None
     expect_status: int = 0  # every request must get exactly this HTTP status (e.g. 404)
 
 
@@ -51,6 +55,20 @@ class World:
     cluster: Cluster
     pods_by_node: dict[str, list[dict[str, Any]]]
     facts: dict[str, Any] = field(default_factory=dict)
+    scenario: Scenario | None = None
+
+    def labels(self, pod: str) -> dict[str, str]:
+        """A pod's labels, from the scenario the cluster was made from."""
+        if self.scenario is None:
+            return {}
+        return next((d.pod_labels for name, _, d in self.scenario.pods() if name == pod), {})
+
+    def guarded(self, pod: str) -> bool:
+        """Whether a network policy selects this pod (plain pod-to-pod cases avoid it)."""
+        labels = self.labels(pod)
+        return self.scenario is not None and any(
+            all(labels.get(k) == v for k, v in pol.pod_selector.match_labels.items())
+            for pol in self.scenario.network_policies)
 
 
 Planner = Callable[[Provider, World], list[Case]]
@@ -80,7 +98,8 @@ def pod_case(path: str, node: str, src: dict[str, Any], dst: dict[str, Any],
 
 def pod_to_pod(provider: Provider, world: World) -> list[Case]:
     """Pod-to-pod on the same node, and across every ordered pair of nodes."""
-    servers = {n: [p for p in pods if http_port(p)] for n, pods in world.pods_by_node.items()}
+    servers = {n: [p for p in pods if http_port(p) and not world.guarded(p["name"])]
+               for n, pods in world.pods_by_node.items()}
     cases: list[Case] = []
     for node, pods in servers.items():
         if len(pods) >= 2:
@@ -114,9 +133,22 @@ def container_to_container(provider: Provider, world: World) -> list[Case]:
 PLANNERS: list[Planner] = [container_to_container, pod_to_pod, *edge.PLANNERS]
 
 
+def stored_scenario(provider: Provider, cluster: Cluster) -> Scenario | None:
+    """The scenario `up` recorded in etcd (None for clusters made without one)."""
+    if cluster.etcd is None:
+        return None
+    res = provider.exec(cluster.etcd.name, ["etcdctl", "get", SCENARIO_KEY,
+                                            "--print-value-only"])
+    if res.exit_code != 0 or not res.stdout.strip():
+        return None
+    return Scenario.model_validate_json(res.stdout.strip())
+
+
 def plan(provider: Provider, world: World) -> list[Case]:
     """Every planner's cases, in the order of DESIGN.md's path list."""
-    cases = [c for planner in PLANNERS for c in planner(provider, world)]
+    from testbed.check import policy
+
+    cases = [c for planner in [*PLANNERS, *policy.PLANNERS] for c in planner(provider, world)]
     return sorted(cases, key=lambda c: PATHS.index(c.path) if c.path in PATHS else len(PATHS))
 
 
@@ -181,7 +213,7 @@ def execute(provider: Provider, cases: list[Case]) -> list[Case]:
         if not case.url:
             return case
         try:
-            return judge(case, _probe(provider, case))
+            return judge(case, (case.runner or _probe)(provider, case))
         except Exception as e:  # an agent failure is this case's failure, not the run's
             case.status, case.reason = "fail", f"{type(e).__name__}: {e}"
             return case
@@ -191,7 +223,8 @@ def execute(provider: Provider, cases: list[Case]) -> list[Case]:
 
 def run(provider: Provider, cluster: Cluster) -> list[Case]:
     """Plan and execute the whole matrix for a cluster."""
-    world = World(cluster, inventory(provider, cluster))
+    world = World(cluster, inventory(provider, cluster),
+                  scenario=stored_scenario(provider, cluster))
     return execute(provider, plan(provider, world))
 
 

@@ -47,6 +47,11 @@ class Cni(ABC):
     # Files in the node that exist once the CNI daemon is ready.
     ready_files: tuple[str, ...] = ()
     conflist_name: str = "10-cni.conflist"
+    # Whether the CNI enforces Kubernetes NetworkPolicy (Calico's felix does; Flannel does not).
+    enforces_policy: bool = False
+    # The pod network when the scenario gives no podCIDR (kube-proxy's --cluster-cidr);
+    # "" leaves out the masquerade rule for off-cluster sources.
+    default_pod_cidr: str = ""
 
     def datastore_keys(self, cluster: ClusterRef) -> dict[str, str]:
         """etcd keys to write before any daemon starts."""
