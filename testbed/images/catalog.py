@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 PYROUTE2 = "pyroute2==0.9.7"
+# Each reference image takes only its own CNI's sources, so editing one CNI rebuilds no other.
+REF_COMMON = ("testbed/__init__.py", "testbed/reference/__init__.py", "testbed/reference/etcdv3.py")
 # Locust runs inside client pods and the outside client (never in the orchestrator).
 LOCUST = "locust==2.47.0"
 
@@ -36,7 +38,9 @@ BASE = ImageSpec(name="base", role="base")
 NODE = ImageSpec(
     name="node",
     role="node",
-    sources=("testbed/__init__.py", "testbed/agent"),
+    # The agent's daemon talks to etcd through the reference etcd v3 gateway client.
+    sources=("testbed/__init__.py", "testbed/agent", "testbed/reference/__init__.py",
+             "testbed/reference/etcdv3.py"),
     wheels=(PYROUTE2, LOCUST),
 )
 ETCD = ImageSpec(name="etcd", role="datastore")
@@ -45,7 +49,7 @@ FLANNEL = ImageSpec(
     name="reference-flannel",
     role="cni",
     dockerfile_dir="flannel",
-    sources=("testbed/__init__.py", "testbed/reference"),
+    sources=(*REF_COMMON, "testbed/reference/flannel"),
     wheels=(PYROUTE2,),
     cni="flannel",
     stands_in_for="docker.io/flannel/flannel",
@@ -54,7 +58,7 @@ FLANNEL_CNI_PLUGIN = ImageSpec(
     name="reference-flannel-cni-plugin",
     role="cni",
     dockerfile_dir="flannel-cni-plugin",
-    sources=("testbed/__init__.py", "testbed/reference"),
+    sources=("testbed/reference/flannel/cni_plugin.py",),
     cni="flannel",
     stands_in_for="docker.io/flannel/flannel-cni-plugin",
 )
@@ -63,7 +67,7 @@ CALICO_NODE = ImageSpec(
     name="reference-calico-node",
     role="cni",
     dockerfile_dir="calico-node",
-    sources=("testbed/__init__.py", "testbed/reference"),
+    sources=(*REF_COMMON, "testbed/reference/calico"),
     wheels=(PYROUTE2,),
     cni="calico",
     stands_in_for="quay.io/calico/node",
@@ -72,7 +76,7 @@ CALICO_CNI = ImageSpec(
     name="reference-calico-cni",
     role="cni",
     dockerfile_dir="calico-cni",
-    sources=("testbed/__init__.py", "testbed/reference"),
+    sources=(*REF_COMMON, "testbed/reference/calico"),
     cni="calico",
     stands_in_for="quay.io/calico/cni",
 )
@@ -80,7 +84,7 @@ WEAVE = ImageSpec(
     name="reference-weave",
     role="cni",
     dockerfile_dir="weave",
-    sources=("testbed/__init__.py", "testbed/reference"),
+    sources=(*REF_COMMON, "testbed/reference/weave"),
     wheels=(PYROUTE2,),
     cni="weave",
     stands_in_for="docker.io/weaveworks/weave",
