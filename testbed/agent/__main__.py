@@ -88,6 +88,14 @@ def build_parser() -> Parser:
     ver.add_argument("plugin")
     ver.add_argument("--cni-version", default="1.0.0")
 
+    d = sub.add_parser("daemon", help="readiness probes + service proxy (kubelet/kube-proxy)"
+                       ).add_subparsers(dest="daemon_cmd", required=True, parser_class=Parser)
+    for name, text in (("run", "run in the foreground"), ("start", "start detached (idempotent)")):
+        dp = d.add_parser(name, help=text)
+        dp.add_argument("--period", type=_seconds, default=1.0, help="probe and sync period")
+    d.add_parser("status", help="whether it runs and its last sync")
+    d.add_parser("stop", help="SIGTERM the running daemon")
+
     ready = sub.add_parser("ready", help="wait for a CNI config and its plugins")
     ready.add_argument("--timeout", type=_seconds, default=0.0)
     sub.add_parser("setup", help="node start-up chores")
@@ -98,6 +106,13 @@ def run(args: argparse.Namespace) -> Any:
     """Dispatch one parsed command; return its JSON-able result (an int: exit code only)."""
     from testbed.agent import node, pods
 
+    if args.cmd == "daemon":
+        from testbed.agent import daemon
+        if args.daemon_cmd == "run":
+            return daemon.run(max(args.period, 0.1))
+        if args.daemon_cmd == "start":
+            return daemon.start(max(args.period, 0.1))
+        return daemon.status() if args.daemon_cmd == "status" else daemon.stop()
     paths = cni.search_path(args.cni_path)
     if args.cmd == "setup":
         return node.setup(bin_dir=paths[0])

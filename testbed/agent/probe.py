@@ -53,6 +53,13 @@ def request(url: str, timeout: float, headers: dict[str, str] | None = None) -> 
     return sample
 
 
+def _who(body: Any) -> dict[str, Any]:
+    """Which pod answered one sample and the source address it saw (workload bodies)."""
+    if not isinstance(body, dict):
+        return {"pod": None, "client": None}
+    return {"pod": body.get("pod"), "client": body.get("client")}
+
+
 def probe(url: str, count: int = 3, timeout: float = 3.0, interval: float = 0.0,
           headers: dict[str, str] | None = None) -> dict[str, Any]:
     """`count` requests; ok when all succeed; latency_ms is the median of successful ones."""
@@ -69,7 +76,8 @@ def probe(url: str, count: int = 3, timeout: float = 3.0, interval: float = 0.0,
         "status": last["status"],
         "body": last["body"],
         "latency_ms": round(statistics.median(s["latency_ms"] for s in good), 3) if good else None,
-        "samples": [{k: s[k] for k in ("ok", "status", "latency_ms", "error")} for s in samples],
+        "samples": [{**{k: s[k] for k in ("ok", "status", "latency_ms", "error")},
+                     **_who(s["body"])} for s in samples],
         "error": errors[0] if errors else "",
         "url": url,
         "count": len(samples),
