@@ -33,6 +33,7 @@ class Flannel(Cni):
     node_volumes = {"cni-bin": "/opt/cni/bin", "flannel-run": "/run/flannel"}
     ready_files = ("/run/flannel/subnet.env",)
     conflist_name = "10-flannel.conflist"
+    default_pod_cidr = DEFAULT_NETWORK
 
     def network_config(self, cluster: ClusterRef) -> dict[str, Any]:
         """The value of <prefix>/config, exactly as upstream's net-conf.json."""

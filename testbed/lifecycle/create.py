@@ -30,6 +30,7 @@ from testbed.lifecycle.wait import parallel, until
 from testbed.provider.base import ContainerSpec
 from testbed.provider.docker import DockerProvider
 from testbed.scenario import Scenario
+from testbed.services.up import program_services
 
 ETCD_TIMEOUT = 30.0
 CNI_TIMEOUT = 90.0
@@ -202,6 +203,7 @@ def steps(ctx: UpContext) -> list[pipeline.Step[UpContext]]:
         pipeline.Step(f"Starting {ctx.cni.name} ({ctx.backend}) daemons", start_cni),
         pipeline.Step("Waiting for the CNI to be ready", wait_cni),
         pipeline.Step(f"Deploying {len(ctx.scenario.pods())} pods", deploy_pods),
+        pipeline.Step("Programming services", program_services),
         pipeline.Step("Attaching nodes to the internet network", edge.attach_nodes),
         pipeline.Step("Starting the edge (ingress, outside client, echo server)",
                       edge.start_edge),

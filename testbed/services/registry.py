@@ -1,0 +1,89 @@
+"""The orchestrator's side of the registry: writes and reads with etcdctl in the etcd container.
+
+The key layout and records are testbed.agent.registry's (the node daemon reads the same keys);
+the host never talks to etcd directly, it execs etcdctl in `<cluster>-etcd`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from testbed.agent.registry import (
+    CLUSTER_KEY,
+    PREFIX,
+    Pod,
+    Registry,
+    Service,
+    pod_key,
+    service_key,
+)
+from testbed.cluster import model
+from testbed.errors import StepError
+from testbed.lifecycle.wait import parallel
+from testbed.provider.base import Provider
+
+
+def put(provider: Provider, cluster: str, key: str, value: Mapping[str, Any]) -> None:
+    """Write one JSON record."""
+    res = provider.exec(model.etcd_name(cluster),
+                        ["etcdctl", "put", key, json.dumps(value, sort_keys=True)])
+    if res.exit_code != 0:
+        raise StepError(f"etcd rejected {key}: {(res.stderr or res.stdout).strip()}")
+
+
+def delete(provider: Provider, cluster: str, key: str) -> None:
+    """Remove one key (absent is fine)."""
+    res = provider.exec(model.etcd_name(cluster), ["etcdctl", "del", key])
+    if res.exit_code != 0:
+        raise StepError(f"etcd refused to delete {key}: {(res.stderr or res.stdout).strip()}")
+
+
+def read(provider: Provider, cluster: str) -> Registry:
+    """One consistent read of everything under /testbed/ (empty when nothing is registered)."""
+    res = provider.exec(model.etcd_name(cluster),
+                        ["etcdctl", "get", "--prefix", PREFIX, "-w", "json"])
+    if res.exit_code != 0:
+        raise StepError(f"cannot read the service registry: {(res.stderr or res.stdout).strip()}")
+    doc = json.loads(res.stdout or "{}")
+    items = [(base64.b64decode(kv.get("key", "")).decode(errors="replace"),
+              base64.b64decode(kv.get("value", ""))) for kv in doc.get("kvs") or []]
+    return Registry.from_items(items, int(doc.get("header", {}).get("revision", 0)))
+
+
+def pod_record(agent_pod: Mapping[str, Any], labels: Mapping[str, str]) -> Pod:
+    """A registry pod from the agent's pod record and its deployment's labels."""
+    return Pod(name=str(agent_pod["name"]), node=str(agent_pod.get("node") or ""),
+               ip=str(agent_pod.get("ip") or "").split("/")[0], labels=dict(labels),
+               containers=tuple({"name": c.get("name"), "kind": c.get("kind"),
+                                 "port": c.get("port")}
+                                for c in agent_pod.get("containers", [])))
+
+
+def register_pod(provider: Provider, cluster: str, pod: Pod) -> None:
+    """Publish one pod (after the agent created it, so its node already knows it)."""
+    put(provider, cluster, pod_key(pod.name), pod.to_json())
+
+
+def publish(provider: Provider, cluster: str, config: Mapping[str, Any],
+            services: list[Service], pods: list[Pod]) -> None:
+    """Write the cluster config, the services and the pods (independent keys, in parallel)."""
+    writes: list[tuple[str, Mapping[str, Any]]] = [(CLUSTER_KEY, config)]
+    writes += [(service_key(s.name), s.to_json()) for s in services]
+    writes += [(pod_key(p.name), p.to_json()) for p in pods]
+    parallel(lambda kv: put(provider, cluster, kv[0], kv[1]), writes)
+
+
+def read_service(provider: Provider, cluster: str, name: str) -> dict[str, Any]:
+    """One service as registered: its record plus `cluster_ip` and its ready `endpoints`."""
+    reg = read(provider, cluster)
+    svc = reg.services.get(name)
+    if svc is None:
+        known = ", ".join(sorted(reg.services)) or "none"
+        raise StepError(f"service {name!r} is not in the registry of {cluster} "
+                        f"(services: {known})")
+    return {**svc.to_json(), "cluster_ip": svc.cluster_ip,
+            "endpoints": {svc.port_name(p): [str(e) for e in reg.endpoints(svc, p)]
+                          for p in svc.ports}}

@@ -1,0 +1,68 @@
+"""`up`'s "Programming services" step: the registry written, a daemon per node, rules in place."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from testbed.agent.daemon import LOG_FILE as DAEMON_LOG
+from testbed.agent.daemon import STATUS_FILE as DAEMON_STATUS
+from testbed.agent.registry import Pod, Service, selects
+from testbed.cluster.agent import NodeAgent
+from testbed.lifecycle.wait import parallel, until
+from testbed.services import registry
+from testbed.services.allocate import allocate
+
+if TYPE_CHECKING:
+    from testbed.lifecycle.create import UpContext
+
+SYNC_TIMEOUT = 45.0
+
+
+def cluster_cidr(ctx: UpContext) -> str:
+    """The pod network kube-proxy calls --cluster-cidr: the scenario's, else the CNI's default."""
+    return ctx.scenario.cni.pod_cidr or ctx.cni.default_pod_cidr
+
+
+def expected_endpoints(services: list[Service], pods: list[Pod]) -> dict[str, list[str]]:
+    """Service port name -> ip:targetPort of every selected pod (all of them ready)."""
+    out: dict[str, list[str]] = {}
+    for svc in services:
+        chosen = [p for p in pods if p.ip and selects(svc.selector, p.labels)]
+        for port in svc.ports:
+            out[svc.port_name(port)] = sorted(f"{p.ip}:{port.target_port}" for p in chosen)
+    return out
+
+
+def program_services(ctx: UpContext) -> None:
+    """Publish services and pods to etcd, start each node's daemon, wait for its rules."""
+    services = allocate(ctx.scenario)
+    labels = {pod: dep.pod_labels for pod, _, dep in ctx.scenario.pods()}
+    pods = [registry.pod_record(p, labels.get(str(p["name"]), {})) for p in ctx.pods]
+    config = {"clusterCIDR": cluster_cidr(ctx), "serviceCIDR": ctx.scenario.service_cidr,
+              "nodes": {n.name: n.ip for n in ctx.nodes}}
+    registry.publish(ctx.provider, ctx.name, config, services, pods)
+    want = expected_endpoints(services, pods)
+
+    def converge(node: str) -> None:
+        NodeAgent(ctx.provider, node).call("daemon", "start")
+        last: dict[str, Any] = {}
+
+        def synced() -> bool:
+            nonlocal last
+            # The status file the daemon rewrites after every look (cheaper than the agent).
+            res = ctx.provider.exec(node, ["cat", DAEMON_STATUS])
+            try:
+                last = json.loads(res.stdout) if res.exit_code == 0 else {}
+            except ValueError:
+                last = {}
+            got = {k: sorted(v) for k, v in (last.get("services") or {}).items()}
+            return got == want
+
+        def logs() -> str:
+            tail = ctx.provider.exec(node, ["tail", "-n", "20", DAEMON_LOG]).stdout
+            return f"last status: {last}\n{tail}"
+
+        until(synced, SYNC_TIMEOUT, f"the service rules on {node}", logs, interval=0.5)
+
+    parallel(converge, [n.name for n in ctx.nodes])
