@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from testbed.check import edge
+from testbed.check import edge, services
 from testbed.cluster.agent import NodeAgent
 from testbed.cluster.model import Cluster
 from testbed.constants import SCENARIO_KEY
@@ -130,7 +130,8 @@ def container_to_container(provider: Provider, world: World) -> list[Case]:
                  reason="no pod in the scenario has two HTTP containers")]
 
 
-PLANNERS: list[Planner] = [container_to_container, pod_to_pod, *edge.PLANNERS]
+PLANNERS: list[Planner] = [container_to_container, pod_to_pod, *services.PLANNERS,
+                           *edge.PLANNERS]
 
 
 def stored_scenario(provider: Provider, cluster: Cluster) -> Scenario | None:
