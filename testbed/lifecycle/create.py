@@ -21,6 +21,7 @@ from testbed.constants import (
     NODE_CAPS,
     NODE_SECURITY_OPT,
     NODE_SYSCTLS,
+    SCENARIO_KEY,
 )
 from testbed.edge import up as edge
 from testbed.errors import UserError
@@ -126,8 +127,10 @@ def start_nodes(ctx: UpContext) -> None:
 
 
 def configure_datastore(ctx: UpContext) -> None:
-    """Write the CNI's cluster-wide keys (e.g. flannel's network config) to etcd."""
-    for key, value in ctx.cni.datastore_keys(ctx.ref).items():
+    """Write the scenario and the CNI's cluster-wide keys (e.g. flannel's config) to etcd."""
+    keys = {SCENARIO_KEY: ctx.scenario.model_dump_json(by_alias=True),
+            **ctx.cni.datastore_keys(ctx.ref)}
+    for key, value in keys.items():
         res = ctx.provider.exec(model.etcd_name(ctx.name), ["etcdctl", "put", key, value])
         if res.exit_code != 0:
             raise UserError(f"etcd rejected {key}: {res.stderr.strip()}")
