@@ -87,7 +87,7 @@ def create_network(ctx: UpContext) -> None:
 
 
 def start_etcd(ctx: UpContext) -> None:
-    """The real etcd, health-checked before anything uses it."""
+    """The real etcd; it boots while the nodes start, and is health-checked before use."""
     name = model.etcd_name(ctx.name)
     info = ctx.provider.run(ContainerSpec(
         name=name, image=ctx.tags["etcd"], cluster=ctx.name, role="datastore",
@@ -97,6 +97,11 @@ def start_etcd(ctx: UpContext) -> None:
                  f"--advertise-client-urls=http://{name}:{ETCD_PORT}"],
     ))
     ctx.etcd_ip = info.ip or ""
+
+
+def wait_etcd(ctx: UpContext) -> None:
+    """etcd answers a health check (it booted while the nodes started)."""
+    name = model.etcd_name(ctx.name)
 
     def healthy() -> bool:
         return ctx.provider.exec(name, ["etcdctl", "endpoint", "health"]).exit_code == 0
@@ -128,6 +133,7 @@ def start_nodes(ctx: UpContext) -> None:
 
 def configure_datastore(ctx: UpContext) -> None:
     """Write the scenario and the CNI's cluster-wide keys (e.g. flannel's config) to etcd."""
+    wait_etcd(ctx)
     keys = {SCENARIO_KEY: ctx.scenario.model_dump_json(by_alias=True),
             **ctx.cni.datastore_keys(ctx.ref)}
     for key, value in keys.items():
@@ -180,17 +186,16 @@ def wait_cni(ctx: UpContext) -> None:
 
 
 def deploy_pods(ctx: UpContext) -> None:
-    """The scenario's pods: nodes in parallel, pods one at a time per node."""
-    by_node: dict[int, list[tuple[str, list[str]]]] = {}
-    for pod, node_index, dep in ctx.scenario.pods():
-        specs = [c.agent_spec() for c in dep.containers]
-        by_node.setdefault(node_index, []).append((pod, specs))
+    """The scenario's pods, all in parallel (the CNI plugins lock their own state)."""
+    nodes = {n.index: n.name for n in ctx.nodes}
+    work = [(nodes[node_index], pod, [c.agent_spec() for c in dep.containers])
+            for pod, node_index, dep in ctx.scenario.pods()]
 
-    def deploy(node: NodeRef) -> list[dict[str, Any]]:
-        agent = NodeAgent(ctx.provider, node.name)
-        return [agent.pod_add(pod, specs) for pod, specs in by_node.get(node.index, [])]
+    def deploy(item: tuple[str, str, list[str]]) -> dict[str, Any]:
+        node, pod, specs = item
+        return NodeAgent(ctx.provider, node).pod_add(pod, specs)
 
-    ctx.pods = [p for pods in parallel(deploy, ctx.nodes) for p in pods]
+    ctx.pods = parallel(deploy, work)
 
 
 def steps(ctx: UpContext) -> list[pipeline.Step[UpContext]]:
