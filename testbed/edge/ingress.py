@@ -114,14 +114,19 @@ def render(all_routes: Iterable[Route]) -> str:
         "    proxy_connect_timeout 5s;",
         "    proxy_read_timeout 60s;",
     ]
-    upstreams: dict[str, tuple[str, ...]] = {}
+    upstreams: dict[str, Route] = {}
     for r in all_routes:
         if r.upstream:
-            upstreams.setdefault(r.upstream_name, r.upstream)
-    for name, servers in upstreams.items():
+            upstreams.setdefault(r.upstream_name, r)
+    for name, r in upstreams.items():
         lines.append(f"    upstream {name} {{")
-        lines += [f"        server {s};" for s in servers]
-        lines += ["        keepalive 32;", "    }"]
+        lines += [f"        server {s};" for s in r.upstream]
+        # Idle connections are reused only towards endpoints (nginx balances per request).
+        # Towards a ClusterIP the service proxy picks a pod per connection: reusing one
+        # would pin every request of a worker to the same pod.
+        if r.via == "endpoints":
+            lines.append("        keepalive 32;")
+        lines.append("    }")
     lines += [
         "    server {",
         f"        listen {INGRESS_HTTP_PORT} default_server reuseport;",
