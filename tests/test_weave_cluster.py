@@ -7,8 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import Running, start
-from conftest import run_cli as cli
+from conftest import Running, run_cli, start
 
 from testbed.cluster.agent import NodeAgent
 from testbed.cni.weave import Weave
@@ -30,7 +29,7 @@ def _report(running: Running, node: str) -> dict[str, Any]:
 
 
 def test_check_passes_every_case_including_cross_node(weave: Running) -> None:
-    res = cli("check", weave.name, "--json")
+    res = run_cli("check", weave.name, "--json")
     assert res.returncode == 0, res.stdout + res.stderr
     doc = json.loads(res.stdout)
     assert (doc["cni"], doc["backend"], doc["build"]) == ("weave", "auto", "reference")
@@ -84,7 +83,7 @@ def test_every_node_has_two_established_peers_and_reports_its_datapath(weave: Ru
         assert "     Encryption: disabled" in text
         logs = weave.provider.logs(f"{node.name}-weave", 200)
         assert 'Skipping bridge creation of "bridged_fastdp"' in logs
-    status = json.loads(cli("status", weave.name, "--json").stdout)
+    status = json.loads(run_cli("status", weave.name, "--json").stdout)
     assert {n["datapath"] for n in status["nodes"]} == {"reference-vxlan"}
 
 
@@ -140,7 +139,7 @@ def test_teardown_leaves_nothing_behind(built: dict[str, str]) -> None:
     weaver.stop(timeout=10)
     weaver.reload()
     assert weaver.attrs["State"]["ExitCode"] == 0, "weaver exits cleanly on SIGTERM"
-    res = cli("down", running.name)
+    res = run_cli("down", running.name)
     assert res.returncode == 0, res.stdout + res.stderr
     label = {"label": f"{LABEL_CLUSTER}={running.name}"}
     assert provider.client.containers.list(all=True, filters=label) == []
