@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from testbed.cni.base import ClusterRef, Cni, NodeRef
+from testbed.cni.calico import Calico
 from testbed.cni.flannel import Flannel
 from testbed.cni.weave import Weave
 from testbed.errors import UserError
 
-REGISTRY: dict[str, Cni] = {c.name: c for c in (Flannel(), Weave())}
+REGISTRY: dict[str, Cni] = {c.name: c for c in (Flannel(), Calico(), Weave())}
 
 
 def valid_names() -> str:

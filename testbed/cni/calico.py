@@ -1,0 +1,209 @@
+"""Calico: calico/node per node with an etcd datastore (`calicoctl node run`), calico CNI."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+from testbed.cluster import model
+from testbed.cni.base import ClusterRef, Cni, NodeRef
+from testbed.constants import LABEL_NODE, NODE_SECURITY_OPT
+from testbed.provider.base import ContainerSpec, Provider
+
+NETWORK_NAME = "k8s-pod-network"  # install.go's default; also the profile the plugin uses
+DEFAULT_POOL_CIDR = "192.168.0.0/16"
+BLOCK_SIZE = 26
+VXLAN_VNI = 4096
+VXLAN_PORT = 4789
+BIRD_SOCKET = "/var/run/calico/bird.ctl"
+RESOURCES = "/calico/resources/v3/projectcalico.org"
+BGP_STATES = ("Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established", "Close")
+
+
+def _dumps(doc: object) -> str:
+    """Compact JSON, as Go's json.Marshal writes it."""
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def host_has_modules() -> bool:
+    """calicoctl mounts the host's /lib/modules read-only; skip it where the host has none
+    (a bind of a missing path would make the engine create it on the host)."""
+    return Path("/lib/modules").is_dir()
+
+
+def parse_bird_protocols(text: str) -> list[dict[str, str]]:
+    """BGP sessions from `birdcl show protocols` (BIRD 1.6 and 2 print the same columns)."""
+    peers = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 4 or parts[1] != "BGP":
+            continue
+        at = next((i for i, p in enumerate(parts) if p in BGP_STATES), len(parts))
+        peers.append({"name": parts[0], "state": parts[3], "since": " ".join(parts[4:at]),
+                      "info": " ".join(parts[at:]),
+                      "bgp_state": parts[at] if at < len(parts) else ""})
+    return peers
+
+
+class Calico(Cni):
+    """calico/node as `calicoctl node run` starts it, and calico/cni's install container."""
+
+    name = "calico"
+    backends = ("bgp", "vxlan")
+    default_backend = "bgp"
+    upstream_images = {
+        "node": "quay.io/calico/node:v3.31.0",
+        "cni": "quay.io/calico/cni:v3.31.0",
+    }
+    reference_images = {
+        "node": "reference-calico-node",
+        "cni": "reference-calico-cni",
+    }
+    node_volumes = {
+        "cni-bin": "/opt/cni/bin",
+        "cni-net": "/etc/cni/net.d",
+        "calico-lib": "/var/lib/calico",
+        "calico-run": "/var/run/calico",
+        "calico-log": "/var/log/calico",
+    }
+    # calico/node's start-up writes nodename; felix writes mtu once it has a dataplane.
+    ready_files = ("/var/lib/calico/nodename", "/var/lib/calico/mtu")
+    conflist_name = "10-calico.conflist"
+    default_pod_cidr = DEFAULT_POOL_CIDR
+
+    def pool_cidr(self, cluster: ClusterRef) -> str:
+        """The default IPPool's CIDR (scenario pod_cidr, else calico/node's default)."""
+        return str(cluster.options.get("pod_cidr") or DEFAULT_POOL_CIDR)
+
+    def datastore_keys(self, cluster: ClusterRef) -> dict[str, str]:
+        """The network's profile, allow-all as Kubernetes' namespace profiles are.
+
+        Without it the plugin would create the "cni" orchestrator's profile, which admits
+        ingress only from endpoints of the same network (selector has(<network>)): node and
+        NodePort traffic to pods would be dropped, unlike on a Kubernetes cluster. The
+        plugin never updates an existing profile, so writing it first keeps pods open.
+        """
+        profile = {
+            "kind": "Profile", "apiVersion": "projectcalico.org/v3",
+            "metadata": {"name": NETWORK_NAME,
+                         "uid": str(uuid.uuid5(uuid.NAMESPACE_URL,
+                                               f"testbed/{cluster.name}/profile"))},
+            "spec": {"ingress": [{"action": "Allow"}], "egress": [{"action": "Allow"}],
+                     "labelsToApply": {NETWORK_NAME: ""}},
+        }
+        return {f"{RESOURCES}/profiles/{NETWORK_NAME}": _dumps(profile)}
+
+    def install_specs(self, cluster: ClusterRef, node: NodeRef) -> list[ContainerSpec]:
+        """calico/cni's install-cni init container: /opt/cni/bin/install with SLEEP=false."""
+        return [ContainerSpec(
+            name=f"{node.name}-install-calico-cni",
+            image=cluster.images["cni"],
+            cluster=cluster.name, role="cni",
+            labels={LABEL_NODE: node.name},
+            entrypoint=["/opt/cni/bin/install"],
+            env={
+                "CNI_CONF_NAME": self.conflist_name,
+                "CNI_NETWORK_CONFIG": _dumps(self.conflist(cluster, node)),
+                "KUBERNETES_NODE_NAME": node.name,
+                "DATASTORE_TYPE": "etcdv3",
+                "ETCD_ENDPOINTS": cluster.etcd_endpoint,
+                "SLEEP": "false",
+            },
+            network_mode="none",
+            volumes={node.volumes["cni-bin"]: "/host/opt/cni/bin",
+                     node.volumes["cni-net"]: "/host/etc/cni/net.d"},
+        )]
+
+    def node_env(self, cluster: ClusterRef, node: NodeRef) -> dict[str, str]:
+        """calico/node's environment for an etcd datastore without Kubernetes."""
+        vxlan = cluster.backend == "vxlan"
+        env = {
+            "DATASTORE_TYPE": "etcdv3",
+            "ETCD_ENDPOINTS": cluster.etcd_endpoint,
+            "NODENAME": node.name,
+            "IP": "autodetect",
+            "IP_AUTODETECTION_METHOD": "interface=eth0",
+            "CALICO_NETWORKING_BACKEND": "vxlan" if vxlan else "bird",
+            "CALICO_IPV4POOL_CIDR": self.pool_cidr(cluster),
+            "CALICO_IPV4POOL_BLOCK_SIZE": str(BLOCK_SIZE),
+            # No ipip module in this kernel: BGP without encapsulation, or VXLAN.
+            "CALICO_IPV4POOL_IPIP": "Never",
+            "CALICO_IPV4POOL_VXLAN": "Always" if vxlan else "Never",
+            "CALICO_IPV4POOL_NAT_OUTGOING": "true",
+            "CALICO_MANAGE_CNI": "false",
+            "CALICO_DISABLE_FILE_LOGGING": "true",
+            # Debian's iptables (in the node image) is the nf_tables variant.
+            "FELIX_IPTABLESBACKEND": "NFT",
+            "FELIX_DEFAULTENDPOINTTOHOSTACTION": "ACCEPT",
+            "FELIX_IPV6SUPPORT": "false",
+            "FELIX_HEALTHENABLED": "true",
+            "FELIX_LOGSEVERITYSCREEN": "info",
+        }
+        if vxlan:
+            env |= {"FELIX_VXLANVNI": str(VXLAN_VNI), "FELIX_VXLANPORT": str(VXLAN_PORT)}
+            if cluster.options.get("mtu"):
+                env["FELIX_VXLANMTU"] = str(cluster.options["mtu"])
+        return env
+
+    def daemon_specs(self, cluster: ClusterRef, node: NodeRef) -> list[ContainerSpec]:
+        """calico/node in the node's network namespace, its state dirs shared with the node."""
+        return [ContainerSpec(
+            name=f"{node.name}-calico-node",
+            image=cluster.images["node"],
+            cluster=cluster.name, role="cni",
+            labels={LABEL_NODE: node.name},
+            command=["start_runit"],
+            env=self.node_env(cluster, node),
+            network_mode=f"container:{node.name}",
+            volumes={node.volumes["calico-run"]: "/var/run/calico",
+                     node.volumes["calico-lib"]: "/var/lib/calico",
+                     node.volumes["calico-log"]: "/var/log/calico"},
+            binds={"/lib/modules": "/lib/modules"} if host_has_modules() else {},
+            # calicoctl runs it --privileged; explicit capabilities instead: netlink, raw
+            # sockets, and SYS_ADMIN to make /proc/sys writable for felix's sysctls.
+            cap_add=["NET_ADMIN", "NET_RAW", "SYS_ADMIN"],
+            security_opt=list(NODE_SECURITY_OPT),
+            restart="on-failure",
+        )]
+
+    def conflist(self, cluster: ClusterRef, node: NodeRef) -> dict[str, Any]:
+        """The orchestrator-less calico conflist (etcdv3, nodename, calico-ipam) + portmap."""
+        return {
+            "name": NETWORK_NAME,
+            "cniVersion": "0.3.1",
+            "plugins": [
+                {"type": "calico",
+                 "datastore_type": "etcdv3",
+                 "etcd_endpoints": cluster.etcd_endpoint,
+                 "nodename": node.name,
+                 "mtu": int(cluster.options.get("mtu") or 0),
+                 "ipam": {"type": "calico-ipam", "assign_ipv4": "true"}},
+                {"type": "portmap", "snat": True, "capabilities": {"portMappings": True}},
+            ],
+        }
+
+    def node_status(self, provider: Provider, node: str) -> dict[str, Any]:
+        """The node's IPAM blocks (from etcd) and BGP sessions (from its BIRD)."""
+        etcd = model.etcd_name(node.rsplit("-node-", 1)[0])
+        prefix = f"/calico/ipam/v2/host/{node}/ipv4/block/"
+        res = provider.exec(etcd, ["etcdctl", "get", "--prefix", "--keys-only", prefix])
+        blocks = sorted(k[len(prefix):].replace("-", "/", 1)
+                        for k in res.stdout.split() if k.startswith(prefix))
+        status: dict[str, Any] = {"pod_cidr": ", ".join(blocks), "blocks": blocks,
+                                  "bgp_peers": []}
+        bird = provider.exec(f"{node}-calico-node",
+                             ["birdcl", "-s", BIRD_SOCKET, "show", "protocols"])
+        if bird.exit_code == 0:
+            status["bgp_peers"] = parse_bird_protocols(bird.stdout)
+        link = provider.exec(node, ["ip", "-j", "-d", "link", "show", "vxlan.calico"])
+        if link.exit_code == 0 and link.stdout.strip():
+            data = (json.loads(link.stdout)[0].get("linkinfo") or {}).get("info_data") or {}
+            status["vxlan"] = {"vni": data.get("id"), "port": data.get("port"),
+                               "local": data.get("local")}
+        return status
+
+    def pod_cidr_note(self) -> str:
+        """calico-ipam hands each node /26 blocks from the pool."""
+        return f"/{BLOCK_SIZE} IPAM blocks affine to each node, from the IPPool in etcd"
