@@ -177,6 +177,7 @@ class Weaver:
     def __init__(self, cfg: Config, log: Logger) -> None:
         self.cfg, self.opts, self.log = cfg, cfg.opts, log
         self.stop = threading.Event()
+        self.expose_lock = threading.Lock()  # concurrent first pods expose the bridge once
         self.ready = False
         self.fastdp_reason = ""
         self.bridge: datapath.Bridge | None = None
@@ -398,7 +399,8 @@ class Weaver:
         """POST /expose/<ip>/<prefixlen>."""
         try:
             ipaddress.IPv4Interface(cidr)
-            datapath.expose(cidr, self.opts.expect_npc, skip_nat, self.opts.weave_bridge)
+            with self.expose_lock:
+                datapath.expose(cidr, self.opts.expect_npc, skip_nat, self.opts.weave_bridge)
         except ValueError as e:
             raise api.ApiError(f"unable to parse ip addr: {e}") from e
         except datapath.DatapathError as e:
