@@ -41,7 +41,7 @@ from testbed.agent.registry import (
     pod_key,
     status_key,
 )
-from testbed.reference.etcdv3 import Etcd, EtcdCompacted, EtcdError
+from testbed.reference.etcdv3 import Etcd, EtcdCompacted, EtcdError, b64
 
 RUN_DIR = "/run/testbed"
 LOCK_FILE = f"{RUN_DIR}/daemon.lock"
@@ -156,27 +156,38 @@ class Readiness:
                 "node": self.node, "ip": ip, "containers": containers,
                 "reason": "; ".join(reasons)}
 
+    def _forget(self, pod: str, mod_revision: int) -> bool:
+        """Delete a pod's key and status in one transaction, if the key is still as read."""
+        body = self.etcd.call("/v3/kv/txn", {
+            "compare": [{"key": b64(pod_key(pod)), "result": "EQUAL", "target": "MOD",
+                         "mod_revision": str(mod_revision)}],
+            "success": [{"request_delete_range": {"key": b64(pod_key(pod))}},
+                        {"request_delete_range": {"key": b64(status_key(pod))}}],
+        })
+        return bool(body.get("succeeded"))
+
     def tick(self) -> dict[str, dict[str, Any]]:
         """Probe once, publish what changed, drop pods that left this node; the statuses."""
-        local = {p["name"]: p for p in self.local_pods()}
+        # The registry first, then the node: a pod missing here was deleted after its key
+        # was read, and the delete below only goes through if nobody rewrote the key since.
         kvs, _ = self.etcd.get_prefix(PODS)
-        mine: list[Pod] = []
+        local = {p["name"]: p for p in self.local_pods()}
+        mine: list[tuple[Pod, int]] = []
         for kv in kvs:
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 pod = Pod.from_json(json.loads(kv.value))
                 if pod.node == self.node:
-                    mine.append(pod)
+                    mine.append((pod, kv.mod_revision))
         self._ensure_lease()
         summary: dict[str, dict[str, Any]] = {}
-        for pod in mine:
+        for pod, mod_revision in mine:
             rec = local.get(pod.name)
             if rec is None or rec.get("status") == "deleting":
-                self.etcd.delete(status_key(pod.name))
-                self.etcd.delete(pod_key(pod.name))
                 self.written.pop(pod.name, None)
                 self.states = {k: v for k, v in self.states.items() if k[0] != pod.name}
-                log.info("pod %s is gone from %s: removed from the registry", pod.name,
-                         self.node)
+                if self._forget(pod.name, mod_revision):
+                    log.info("pod %s is gone from %s: removed from the registry", pod.name,
+                             self.node)
                 continue
             status = self._evaluate(rec)
             summary[pod.name] = status
@@ -187,7 +198,7 @@ class Readiness:
                         json.loads(self.written[pod.name])["ready"] != status["ready"]:
                     log.info("pod %s ready=%s %s", pod.name, status["ready"], status["reason"])
                 self.written[pod.name] = text
-        for gone in set(self.written) - {p.name for p in mine}:
+        for gone in set(self.written) - {p.name for p, _ in mine}:
             self.etcd.delete(status_key(gone))
             del self.written[gone]
         with self.lock:
