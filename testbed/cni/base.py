@@ -69,6 +69,10 @@ class Cni(ABC):
     def conflist(self, cluster: ClusterRef, node: NodeRef) -> dict[str, Any]:
         """The CNI network configuration list written to the node's /etc/cni/net.d."""
 
+    def ready(self, provider: Provider, node: str) -> bool:
+        """A daemon-specific readiness check beyond `ready_files` (e.g. an HTTP status)."""
+        return True
+
     def node_status(self, provider: Provider, node: str) -> dict[str, Any]:
         """CNI facts of one node for `status` (pod CIDR, peers, ...), read from the node."""
         return {}

@@ -172,6 +172,7 @@ def wait_cni(ctx: UpContext) -> None:
 
     def ready(node: NodeRef) -> None:
         daemons = [s.name for s in ctx.cni.daemon_specs(cluster, node)]
+
         def logs() -> str:
             return "\n".join(ctx.provider.logs(d, 30) for d in daemons)
 
@@ -180,6 +181,8 @@ def wait_cni(ctx: UpContext) -> None:
                 return ctx.provider.exec(node.name, ["test", "-s", p]).exit_code == 0
 
             until(exists, CNI_TIMEOUT, f"{path} on {node.name}", logs)
+        until(lambda: ctx.cni.ready(ctx.provider, node.name), CNI_TIMEOUT,
+              f"{ctx.cni.name} on {node.name} to report ready", logs)
         NodeAgent(ctx.provider, node.name).ready(CNI_TIMEOUT)
 
     parallel(ready, ctx.nodes)
