@@ -187,16 +187,39 @@ def status(name: str, as_json: bool) -> None:
         return
     console.out.print(f"cluster {doc['cluster']}: {doc['cni']} ({doc['backend']}), "
                       f"{doc['build']} build")
-    table = Table("node", "ip", "state", "cni daemons", "pod cidr", "pods")
+    table = Table("node", "ip", "state", "cni daemons", "pod cidr", "pods", "cni")
     for n in doc["nodes"]:
         daemons = ", ".join(f"{d['name']} {d['state']}" for d in n["cni_daemons"]) or "-"
         table.add_row(n["name"], n["ip"] or "-", n["state"], daemons, n.get("pod_cidr") or "-",
-                      str(len(n.get("pods", []))))
+                      str(len(n.get("pods", []))), _cni_facts(n))
     console.out.print(table)
     if doc.get("edge"):
         ing = doc["edge"]["ingress"]
         console.out.print(f"ingress {ing['name']} ({ing['state']}, on {ing['node']}): "
                           f"{ing['url'] or 'not published'}")
+
+
+_NODE_KEYS = {"name", "ip", "state", "cni_daemons", "pod_cidr", "pods", "error"}
+
+
+def _cni_facts(node: dict[str, Any]) -> str:
+    """CNI-specific facts of a node (BGP peers, weave datapath, ...) in one short cell."""
+    parts = []
+    for key, value in node.items():
+        if key in _NODE_KEYS or value in (None, "", [], {}):
+            continue
+        if isinstance(value, list):
+            text = f"{len(value)}"
+            states = [str(v.get("state")) for v in value if isinstance(v, dict) and "state" in v]
+            if states:
+                text += f" ({', '.join(sorted(set(states)))})"
+        elif isinstance(value, dict):
+            text = ", ".join(f"{k}={v}" for k, v in list(value.items())[:3]
+                             if not isinstance(v, dict | list))
+        else:
+            text = str(value)
+        parts.append(f"{key}: {text}")
+    return "; ".join(parts)[:120] or "-"
 
 
 @cli.command("list")
