@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from testbed.cluster import model
+from testbed.cluster.agent import NodeAgent
 from testbed.cni.base import ClusterRef, Cni, NodeRef
 from testbed.constants import LABEL_NODE, NODE_SECURITY_OPT
+from testbed.errors import StepError
 from testbed.provider.base import ContainerSpec, Provider
+from testbed.scenario import NetworkPolicy, PolicyPort, Scenario
 
 NETWORK_NAME = "k8s-pod-network"  # install.go's default; also the profile the plugin uses
 DEFAULT_POOL_CIDR = "192.168.0.0/16"
@@ -19,6 +22,7 @@ VXLAN_VNI = 4096
 VXLAN_PORT = 4789
 BIRD_SOCKET = "/var/run/calico/bird.ctl"
 RESOURCES = "/calico/resources/v3/projectcalico.org"
+NAMESPACE = "default"  # where the plugin puts every "cni" orchestrator endpoint
 BGP_STATES = ("Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established", "Close")
 
 
@@ -45,6 +49,40 @@ def parse_bird_protocols(text: str) -> list[dict[str, str]]:
                       "info": " ".join(parts[at:]),
                       "bgp_state": parts[at] if at < len(parts) else ""})
     return peers
+
+
+def _selector(labels: dict[str, str]) -> str:
+    """matchLabels -> a Calico selector (kube-controllers' conversion, minus its
+    `projectcalico.org/orchestrator == 'k8s'` term: these endpoints are orchestrator "cni")."""
+    return " && ".join(f"{k} == '{v}'" for k, v in sorted(labels.items())) or "all()"
+
+
+def wep_name(node: str, container_id: str, endpoint: str = "eth0") -> str:
+    """The WorkloadEndpoint the plugin writes: `<node>-cni-<container id>-<endpoint>`."""
+    return "-".join(p.replace("-", "--") for p in (node, "cni", container_id, endpoint))
+
+
+def network_policy(pol: NetworkPolicy) -> dict[str, Any]:
+    """A Kubernetes NetworkPolicy as kube-controllers writes it for Calico (knp.default.*)."""
+    ingress = []
+    for rule in pol.ingress:
+        peers = [{"selector": _selector(peer.pod_selector.match_labels)} for peer in rule.from_]
+        ports: list[PolicyPort | None] = list(rule.ports) or [None]
+        for source in peers or [{}]:
+            for port in ports:
+                r: dict[str, Any] = {"action": "Allow"}
+                if port is not None:
+                    r["protocol"] = port.protocol
+                    r["destination"] = {"ports": [port.port]}
+                if source:
+                    r["source"] = source
+                ingress.append(r)
+    return {
+        "kind": "NetworkPolicy", "apiVersion": "projectcalico.org/v3",
+        "metadata": {"name": f"knp.default.{pol.name}", "namespace": NAMESPACE},
+        "spec": {"order": 1000, "selector": _selector(pol.pod_selector.match_labels),
+                 "types": list(pol.policy_types), "ingress": ingress},
+    }
 
 
 class Calico(Cni):
@@ -203,6 +241,47 @@ class Calico(Cni):
             status["vxlan"] = {"vni": data.get("id"), "port": data.get("port"),
                                "local": data.get("local")}
         return status
+
+    def policy_keys(self, scenario: Scenario) -> dict[str, str]:
+        """etcd keys for the scenario's NetworkPolicies, as kube-controllers would write them."""
+        out = {}
+        for pol in scenario.network_policies:
+            doc = network_policy(pol)
+            out[f"{RESOURCES}/networkpolicies/{NAMESPACE}/{doc['metadata']['name']}"] = \
+                _dumps(doc)
+        return out
+
+    def apply_policies(self, provider: Provider, cluster: str, scenario: Scenario) -> int:
+        """Play kube-controllers and the k8s CNI path: pod labels onto each pod's
+        WorkloadEndpoint, then the policies; felix enforces them. Returns endpoints labelled.
+
+        The "cni" orchestrator path gives endpoints no pod labels, so the orchestrator adds
+        them the way Calico's Kubernetes path copies a pod's labels onto its endpoint.
+        """
+        etcd = model.etcd_name(cluster)
+        labels = {pod: dict(dep.labels) for pod, _, dep in scenario.pods()}
+        done = 0
+        for index in range(1, scenario.nodes + 1):
+            node = model.node_name(cluster, index)
+            for pod in NodeAgent(provider, node).pods():
+                key = f"{RESOURCES}/workloadendpoints/{NAMESPACE}/" + \
+                    wep_name(node, str(pod["container_id"]))
+                res = provider.exec(etcd, ["etcdctl", "get", key, "--print-value-only"])
+                if res.exit_code != 0 or not res.stdout.strip():
+                    raise StepError(f"no WorkloadEndpoint for pod {pod['name']} on {node}")
+                wep = json.loads(res.stdout)
+                wep["metadata"].setdefault("labels", {}).update(labels.get(pod["name"], {}))
+                self._put(provider, etcd, key, _dumps(wep))
+                done += 1
+        for key, value in self.policy_keys(scenario).items():
+            self._put(provider, etcd, key, value)
+        return done
+
+    @staticmethod
+    def _put(provider: Provider, etcd: str, key: str, value: str) -> None:
+        res = provider.exec(etcd, ["etcdctl", "put", key, value])
+        if res.exit_code != 0:
+            raise StepError(f"etcd rejected {key}: {res.stderr.strip()}")
 
     def pod_cidr_note(self) -> str:
         """calico-ipam hands each node /26 blocks from the pool."""
