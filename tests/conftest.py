@@ -40,8 +40,9 @@ def provider() -> DockerProvider:
 
 @pytest.fixture(scope="session")
 def built(provider: DockerProvider) -> dict[str, str]:
-    """The core, Flannel and Weave reference images, built once for the whole session."""
-    return images.ensure(provider.client, (*images.for_cni("flannel"), *images.for_cni("weave")))
+    """The core, Flannel, Weave and Calico reference images, built once for the whole session."""
+    return images.ensure(provider.client, (*images.for_cni("flannel"), *images.for_cni("weave"),
+                                           *images.for_cni("calico")))
 
 
 @dataclass
@@ -84,6 +85,30 @@ def flannel_hostgw(provider: DockerProvider, built: dict[str, str]) -> Iterator[
 def weave(provider: DockerProvider, built: dict[str, str]) -> Iterator[Running]:
     """A 3-node weave cluster (weaver picks its datapath)."""
     running = start(provider, "wv", "weave")
+    yield running
+    provider.delete_cluster(running.name)
+
+
+def calico_scenario() -> Scenario:
+    """The default scenario with a pool Docker never hands out (its default address pools
+    include 192.168.0.0/16 in /20s, which would overlap Calico's default pool)."""
+    spec = load(None).model_copy(deep=True)
+    spec.cni.pod_cidr = "10.48.0.0/16"
+    return spec
+
+
+@pytest.fixture(scope="session")
+def calico_bgp(provider: DockerProvider, built: dict[str, str]) -> Iterator[Running]:
+    """A 3-node calico cluster routing pod blocks with BGP (BIRD), no encapsulation."""
+    running = start(provider, "cb", "calico:bgp", scenario=calico_scenario())
+    yield running
+    provider.delete_cluster(running.name)
+
+
+@pytest.fixture(scope="session")
+def calico_vxlan(provider: DockerProvider, built: dict[str, str]) -> Iterator[Running]:
+    """A 3-node calico cluster over felix's vxlan.calico."""
+    running = start(provider, "cv", "calico:vxlan", scenario=calico_scenario())
     yield running
     provider.delete_cluster(running.name)
 
