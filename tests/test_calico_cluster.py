@@ -68,7 +68,7 @@ def test_bgp_full_mesh_established_and_blocks_learned_through_bird(calico_bgp: R
     for node in nodes:
         out = _exec(calico_bgp, f"{node.name}-calico-node",
                     "birdcl", "-s", "/var/run/calico/bird.ctl", "show", "protocols")
-        peers = {p["name"]: p["bgp_state"] for p in parse_bird_protocols(out)}
+        peers = {p["name"]: p["state"] for p in parse_bird_protocols(out)}
         others = {f"Mesh_{n.ip.replace('.', '_')}" for n in nodes if n.name != node.name}
         assert set(peers) == others
         assert set(peers.values()) == {"Established"}, out

@@ -181,7 +181,7 @@ def test_node_status_reads_blocks_and_bgp(mod: calico_mod.Calico) -> None:
     })
     status = mod.node_status(fake, "tb-node-1")  # type: ignore[arg-type]
     assert status["blocks"] == ["192.168.3.64/26", "192.168.7.0/26"]
-    assert [(p["name"], p["bgp_state"]) for p in status["bgp_peers"]] == [
+    assert [(p["name"], p["state"]) for p in status["bgp_peers"]] == [
         ("Mesh_172_18_0_4", "Established"), ("Mesh_172_18_0_5", "Active")]
     assert ("tb-etcd", ["etcdctl", "get", "--prefix", "--keys-only", prefix]) in fake.calls
     assert fake.calls[1][0] == "tb-node-1-calico-node"

@@ -45,9 +45,11 @@ def parse_bird_protocols(text: str) -> list[dict[str, str]]:
         if len(parts) < 4 or parts[1] != "BGP":
             continue
         at = next((i for i, p in enumerate(parts) if p in BGP_STATES), len(parts))
-        peers.append({"name": parts[0], "state": parts[3], "since": " ".join(parts[4:at]),
-                      "info": " ".join(parts[at:]),
-                      "bgp_state": parts[at] if at < len(parts) else ""})
+        # "state" is the BGP session state (Established, Active, ...), as `calicoctl node
+        # status` reports it; BIRD's own protocol state (up, start) stays in proto_state.
+        peers.append({"name": parts[0], "state": parts[at] if at < len(parts) else parts[3],
+                      "proto_state": parts[3], "since": " ".join(parts[4:at]),
+                      "info": " ".join(parts[at:])})
     return peers
 
 
