@@ -539,3 +539,26 @@ def test_pool_view_contains() -> None:
     pool = ipam.Pool.from_resource(pool_doc("10.48.0.0/16"))
     assert pool.contains("10.48.3.64/26") and not pool.contains("10.49.0.0/26")
     assert ipaddress.ip_network(pool.cidr).prefixlen == 16
+
+
+def test_network_policy_as_kube_controllers_writes_it(mod: calico_mod.Calico) -> None:
+    from testbed.scenario import load
+
+    scenario = load(None)
+    (pol,) = scenario.network_policies
+    keys = mod.policy_keys(scenario)
+    (key, value), = keys.items()
+    assert key == ("/calico/resources/v3/projectcalico.org/networkpolicies/default/"
+                   f"knp.default.{pol.name}")
+    doc = json.loads(value)
+    assert doc["kind"] == "NetworkPolicy" and doc["metadata"]["namespace"] == "default"
+    assert doc["spec"]["order"] == 1000 and doc["spec"]["types"] == ["Ingress"]
+    assert doc["spec"]["selector"] == "app == 'guarded'"
+    assert doc["spec"]["ingress"] == [{"action": "Allow", "protocol": "TCP",
+                                       "destination": {"ports": [8080]},
+                                       "source": {"selector": "role == 'client'"}}]
+    policy = rules.Policy.from_resource(doc)
+    guarded = ep("g", "caliaaaaaaaaaaa", "10.48.0.5/32", app="guarded")
+    assert policy.applies_to(guarded) and not policy.applies_to(ep("e", "calib", "10.0.0.1/32"))
+    assert calico_mod.wep_name("tb-node-1", "c0ffee") == model.wep_name("tb-node-1", "c0ffee",
+                                                                          "eth0")
