@@ -235,7 +235,9 @@ class DockerProvider:
         flt = [f"{LABEL_CLUSTER}={cluster}" if cluster else LABEL_CLUSTER]
         if role:
             flt.append(f"{LABEL_ROLE}={role}")
-        found = self.client.containers.list(all=True, filters={"label": flt})
+        # Another cluster's teardown may remove a container between listing and inspecting.
+        found = self.client.containers.list(all=True, filters={"label": flt},
+                                            ignore_removed=True)
         return sorted((_info(c) for c in found), key=lambda i: i.name)
 
     def clusters(self) -> list[str]:
@@ -250,7 +252,7 @@ class DockerProvider:
     def delete_cluster(self, cluster: str) -> None:
         """Remove every container, network and volume labelled with this cluster."""
         flt: dict[str, str | list[str] | bool] = {"label": f"{LABEL_CLUSTER}={cluster}"}
-        found = self.client.containers.list(all=True, filters=flt)
+        found = self.client.containers.list(all=True, filters=flt, ignore_removed=True)
 
         def rank(c: Container) -> int:
             role = (c.labels or {}).get(LABEL_ROLE, "")
