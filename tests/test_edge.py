@@ -231,7 +231,7 @@ def test_failure_after_joining_the_internet_rolls_everything_back(
 
     monkeypatch.setattr(edge_up, "start_edge", broken)
     with pytest.raises(Exception, match="injected failure"):
-        start(provider, "eb", "flannel:vxlan", nodes=1)
+        start(provider, "eb", "flannel:vxlan", nodes=1, scenario=_paths_scenario())
     assert _leftovers(provider, name) == []
 
 
@@ -242,7 +242,7 @@ def test_a_taken_ingress_port_fails_up_in_one_line_and_leaves_nothing(
         edge.LABEL_INGRESS_PORT]
     monkeypatch.setenv(edge.INGRESS_PORT_ENV, taken)
     with pytest.raises(Exception, match=r"cannot start .*node-1"):
-        start(provider, "tp", "flannel:vxlan", nodes=1)
+        start(provider, "tp", "flannel:vxlan", nodes=1, scenario=_paths_scenario())
     assert _leftovers(provider, cluster_name("tp")) == []
 
 
