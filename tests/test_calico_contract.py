@@ -562,3 +562,13 @@ def test_network_policy_as_kube_controllers_writes_it(mod: calico_mod.Calico) ->
     assert policy.applies_to(guarded) and not policy.applies_to(ep("e", "calib", "10.0.0.1/32"))
     assert calico_mod.wep_name("tb-node-1", "c0ffee") == model.wep_name("tb-node-1", "c0ffee",
                                                                           "eth0")
+
+
+def test_readiness_is_calico_nodes_probe(mod: calico_mod.Calico) -> None:
+    bgp = FakeProvider({"test": ExecResult(0, "", ""), "calico-node": ExecResult(0, "", "")})
+    assert mod.ready(bgp, "tb-node-1")  # type: ignore[arg-type]
+    assert bgp.calls[-1] == ("tb-node-1-calico-node",
+                             ["calico-node", "-felix-ready", "-bird-ready"])
+    vxlan = FakeProvider({"calico-node": ExecResult(1, "", "not ready")})
+    assert not mod.ready(vxlan, "tb-node-1")  # type: ignore[arg-type]
+    assert vxlan.calls[-1][1] == ["calico-node", "-felix-ready"]  # no BIRD service enabled

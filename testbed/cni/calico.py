@@ -224,6 +224,14 @@ class Calico(Cni):
             ],
         }
 
+    def ready(self, provider: Provider, node: str) -> bool:
+        """calico/node's readiness probe: `calico-node -felix-ready -bird-ready`, the BIRD
+        check only where BIRD runs (what calico-node's own start-up wait looks for)."""
+        name = f"{node}-calico-node"
+        bird = provider.exec(name, ["test", "-e", "/etc/service/enabled/bird/run"])
+        argv = ["calico-node", "-felix-ready"] + (["-bird-ready"] if bird.exit_code == 0 else [])
+        return provider.exec(name, argv).exit_code == 0
+
     def node_status(self, provider: Provider, node: str) -> dict[str, Any]:
         """The node's IPAM blocks (from etcd) and BGP sessions (from its BIRD)."""
         etcd = model.etcd_name(node.rsplit("-node-", 1)[0])

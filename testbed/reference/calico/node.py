@@ -4,7 +4,7 @@
     calico-node -allocate-tunnel-addrs [-allocate-tunnel-addrs-run-once]
     calico-node -felix                      the dataplane agent
     calico-node -confd                      BIRD configuration from etcd
-    calico-node -bird-ready | -bird-live | -felix-ready | -felix-live   health probes
+    calico-node -felix-ready [-bird-ready] | -felix-live [-bird-live]   health probes
     calico-node -v                          version
 """
 
@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
 
 from testbed.reference.calico import UPSTREAM_VERSION, confd, felix, startup
 
@@ -85,14 +86,19 @@ def main(argv: list[str] | None = None) -> int:
         return felix.run()
     if flag == "-confd":
         return confd.run()
-    if flag == "-bird-ready":
-        return bird_ready()
-    if flag == "-bird-live":
-        return 0 if os.path.exists(confd.BIRD_SOCKET) else 1
-    if flag == "-felix-ready":
-        return felix_probe("readiness")
-    if flag == "-felix-live":
-        return felix_probe("liveness")
+    probes: dict[str, Callable[[], int]] = {
+        "-bird-ready": bird_ready,
+        "-bird-live": lambda: 0 if os.path.exists(confd.BIRD_SOCKET) else 1,
+        "-felix-ready": lambda: felix_probe("readiness"),
+        "-felix-live": lambda: felix_probe("liveness"),
+    }
+    if flag in probes:
+        # A probe may combine checks (`-felix-ready -bird-ready`): all must pass.
+        unknown = [a for a in args if a not in probes]
+        if unknown:
+            print(f"unknown health flag(s): {' '.join(unknown)}", file=sys.stderr)
+            return 2
+        return max(probes[a]() for a in args)
     print(f"usage: calico-node -startup|-allocate-tunnel-addrs|-felix|-confd|-bird-ready|"
           f"-bird-live|-felix-ready|-felix-live|-v (got {flag!r})", file=sys.stderr)
     return 2
