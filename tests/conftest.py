@@ -121,6 +121,11 @@ def _reap() -> Iterator[None]:
         p = DockerProvider()
     except Exception:
         return
-    for name in p.clusters():
-        if name.endswith(RUN_ID):
-            p.delete_cluster(name)
+    for _ in range(3):  # other sessions' containers may vanish while we list
+        try:
+            for name in p.clusters():
+                if name.endswith(RUN_ID):
+                    p.delete_cluster(name)
+            return
+        except Exception:
+            continue

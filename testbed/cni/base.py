@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testbed.provider.base import ContainerSpec, Provider
+
+if TYPE_CHECKING:
+    from testbed.scenario import Scenario
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,10 @@ class Cni(ABC):
     @abstractmethod
     def conflist(self, cluster: ClusterRef, node: NodeRef) -> dict[str, Any]:
         """The CNI network configuration list written to the node's /etc/cni/net.d."""
+
+    def apply_policies(self, provider: Provider, cluster: str, scenario: Scenario) -> int:
+        """Hand the scenario's NetworkPolicies to the CNI's policy engine (if it has one)."""
+        return 0
 
     def ready(self, provider: Provider, node: str) -> bool:
         """A daemon-specific readiness check beyond `ready_files` (e.g. an HTTP status)."""

@@ -112,6 +112,7 @@ class Calico(Cni):
     ready_files = ("/var/lib/calico/nodename", "/var/lib/calico/mtu")
     conflist_name = "10-calico.conflist"
     default_pod_cidr = DEFAULT_POOL_CIDR
+    enforces_policy = True
 
     def pool_cidr(self, cluster: ClusterRef) -> str:
         """The default IPPool's CIDR (scenario pod_cidr, else calico/node's default)."""
@@ -269,7 +270,7 @@ class Calico(Cni):
         them the way Calico's Kubernetes path copies a pod's labels onto its endpoint.
         """
         etcd = model.etcd_name(cluster)
-        labels = {pod: dict(dep.labels) for pod, _, dep in scenario.pods()}
+        labels = {pod: dict(dep.pod_labels) for pod, _, dep in scenario.pods()}
         done = 0
         for index in range(1, scenario.nodes + 1):
             node = model.node_name(cluster, index)

@@ -133,6 +133,7 @@ class Weave(Cni):
     # its MAC from this file); weaver answers GET /status right after.
     ready_files = (f"/sys/class/net/{BRIDGE}/address",)
     conflist_name = "10-weave.conflist"
+    default_pod_cidr = DEFAULT_RANGE
 
     def install_specs(self, cluster: ClusterRef, node: NodeRef) -> list[ContainerSpec]:
         """`weave --local setup-cni` into the node's /opt/cni/bin (the DaemonSet's job)."""

@@ -56,7 +56,8 @@ def on_edge_node(index: int, spec: ContainerSpec) -> ContainerSpec:
 def attach_nodes(ctx: UpContext) -> None:
     """An internal network is the internet: no route off this host; nodes join it as eth1."""
     net = internet_network(ctx.name)
-    ctx.provider.create_network(net, ctx.name, "network", internal=True)
+    ctx.provider.create_network(net, ctx.name, "network", internal=True,
+                                avoid=ctx.reserved_cidrs())
     parallel(lambda n: ctx.provider.connect(n.name, net), ctx.nodes)
 
 

@@ -155,8 +155,8 @@ def _wheels(spec: ImageSpec) -> Path:
     if dest.is_dir() and any(dest.iterdir()):
         return dest
     version, impl, platforms = PYTHON_TAG
-    tmp = dest.with_suffix(".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{key}.", suffix=".partial", dir=dest.parent))
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
            "--only-binary=:all:", "--python-version", version, "--implementation", impl,
            "-d", str(tmp)]
@@ -165,8 +165,12 @@ def _wheels(spec: ImageSpec) -> Path:
     console.progress(f"pip download {' '.join(spec.wheels)}")
     res = subprocess.run([*cmd, *spec.wheels], capture_output=True, text=True, timeout=600)
     if res.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise ProviderError(f"pip download for {spec.name} failed: {res.stderr.strip()[-500:]}")
-    tmp.rename(dest)
+    try:
+        tmp.rename(dest)
+    except OSError:  # a concurrent build finished the same download first
+        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 

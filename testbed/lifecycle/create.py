@@ -64,6 +64,11 @@ class UpContext:
                                        ("pod_cidr", self.scenario.cni.pod_cidr)) if v},
         )
 
+    def reserved_cidrs(self) -> tuple[str, ...]:
+        """Pod and service ranges no node network may overlap."""
+        pod = self.scenario.cni.pod_cidr or self.cni.default_pod_cidr
+        return tuple(c for c in (pod, self.scenario.service_cidr) if c)
+
     def labels(self) -> dict[str, str]:
         """Labels that let `status` find the cluster's CNI, backend and build again."""
         assert self.selection is not None
@@ -83,7 +88,8 @@ def ensure_images(ctx: UpContext) -> None:
 
 def create_network(ctx: UpContext) -> None:
     """One bridge network: the nodes' shared L2 segment."""
-    ctx.provider.create_network(model.network_name(ctx.name), ctx.name, "network")
+    ctx.provider.create_network(model.network_name(ctx.name), ctx.name, "network",
+                                avoid=ctx.reserved_cidrs())
 
 
 def start_etcd(ctx: UpContext) -> None:
@@ -201,6 +207,12 @@ def deploy_pods(ctx: UpContext) -> None:
     ctx.pods = parallel(deploy, work)
 
 
+def apply_policies(ctx: UpContext) -> None:
+    """The scenario's NetworkPolicies, to a CNI that enforces them (as kube-controllers would)."""
+    if ctx.scenario.network_policies and ctx.cni.enforces_policy:
+        ctx.cni.apply_policies(ctx.provider, ctx.name, ctx.scenario)
+
+
 def steps(ctx: UpContext) -> list[pipeline.Step[UpContext]]:
     """The whole of `up`, in order."""
     n = ctx.scenario.nodes
@@ -215,6 +227,7 @@ def steps(ctx: UpContext) -> list[pipeline.Step[UpContext]]:
         pipeline.Step("Waiting for the CNI to be ready", wait_cni),
         pipeline.Step(f"Deploying {len(ctx.scenario.pods())} pods", deploy_pods),
         pipeline.Step("Programming services", program_services),
+        pipeline.Step("Applying network policies", apply_policies),
         pipeline.Step("Attaching nodes to the internet network", edge.attach_nodes),
         pipeline.Step("Starting the edge (ingress, outside client, echo server)",
                       edge.start_edge),

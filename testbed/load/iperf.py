@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from testbed.constants import AGENT_CMD
+from testbed.errors import StepError
 from testbed.provider.docker import DockerProvider
 
 SECONDS = 3
@@ -37,24 +38,25 @@ def _client(provider: DockerProvider, node: str, pod: str, server: str,
     try:
         data: dict[str, Any] = json.loads(res.stdout)
     except json.JSONDecodeError as e:
-        raise RuntimeError(f"iperf3 from {pod} to {server}: {res.stderr.strip()[-300:]}") from e
+        raise StepError(f"iperf3 from {pod} to {server}: {res.stderr.strip()[-300:]}") from e
     if "error" in data:
-        raise RuntimeError(f"iperf3 from {pod} to {server}: {data['error']}")
+        raise StepError(f"iperf3 from {pod} to {server}: {data['error']}")
     return data
 
 
 def measure(provider: DockerProvider, node: str, pod: str, path: str, server: str,
-            mtu: int | None = None) -> list[Throughput]:
-    """TCP 1 stream, TCP N streams and UDP from a pod to `server` (an IP with iperf3 -s)."""
+            mtu: int | None = None, udp: bool = True) -> list[Throughput]:
+    """TCP 1 stream, TCP N streams and (unless `udp` is False) UDP from a pod to `server`."""
     out = []
     for streams in (1, STREAMS):
         end = _client(provider, node, pod, server, ["-P", str(streams)])["end"]
         sent = end["sum_received"]
         out.append(Throughput(path, "tcp", streams, round(sent["bits_per_second"] / 1e9, 3),
                               retransmits=end.get("sum_sent", {}).get("retransmits"), mtu=mtu))
-    udp = _client(provider, node, pod, server, ["-u", "-b", "0", "-l", "1200"])["end"]["sum"]
-    out.append(Throughput(path, "udp", 1, round(udp["bits_per_second"] / 1e9, 3),
-                          lost_pct=round(float(udp.get("lost_percent", 0.0)), 2), mtu=mtu))
+    if udp:
+        got = _client(provider, node, pod, server, ["-u", "-b", "0", "-l", "1200"])["end"]["sum"]
+        out.append(Throughput(path, "udp", 1, round(got["bits_per_second"] / 1e9, 3),
+                              lost_pct=round(float(got.get("lost_percent", 0.0)), 2), mtu=mtu))
     return out
 
 

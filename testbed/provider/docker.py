@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import ipaddress
+import os
 import posixpath
 import tarfile
 import time
@@ -18,6 +20,10 @@ from docker.models.containers import Container
 from testbed.constants import LABEL_CLUSTER, LABEL_ROLE
 from testbed.errors import ProviderError, UserError
 from testbed.provider.base import ContainerInfo, ContainerSpec, ExecResult
+
+# Node and edge networks come from here: clear of every CNI's default pod pool (10.244/16,
+# 192.168/16, 10.32/12) and of the default service CIDR (10.96/16).
+SUBNET_POOL = "172.30.0.0/16"
 
 # Removal order: whatever shares a node's namespaces first, the nodes, then the datastore.
 _TEARDOWN_ORDER = ("client", "external", "cni", "ingress", "node", "datastore")
@@ -61,19 +67,38 @@ class DockerProvider:
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         self.client = client or connect()
 
-    def create_network(self, name: str, cluster: str, role: str, internal: bool = False) -> str:
-        """A user-defined bridge network; Docker picks a subnet that clashes with no other.
+    def create_network(self, name: str, cluster: str, role: str, internal: bool = False,
+                       avoid: tuple[str, ...] = ()) -> str:
+        """A user-defined bridge network on a free /24 of the testbed's pool.
 
-        `internal` networks get no gateway and no route off the host: their containers reach
-        only each other (and never become a member's default route).
+        Docker's default pools include 192.168.0.0/16, Calico's default pod pool, so the
+        subnet is chosen explicitly: outside `avoid` (pod and service CIDRs) and every
+        existing network. `internal` networks get no gateway and no route off the host.
         """
-        try:
-            net = self.client.networks.create(
-                name, driver="bridge", labels=_labels(cluster, role), check_duplicate=True,
-                internal=internal)
-        except docker.errors.APIError as e:
-            raise ProviderError(f"cannot create network {name}: {e.explanation}") from e
-        return str(net.id)
+        taken = [ipaddress.ip_network(c) for c in avoid]
+        for net in self.client.networks.list():
+            for cfg in (net.attrs.get("IPAM", {}).get("Config") or []):
+                if ":" not in cfg.get("Subnet", ":"):
+                    taken.append(ipaddress.ip_network(cfg["Subnet"]))
+        pool = ipaddress.ip_network(os.environ.get("TESTBED_SUBNET_POOL", SUBNET_POOL))
+        last = ""
+        for subnet in pool.subnets(new_prefix=24):
+            if any(subnet.overlaps(t) for t in taken):
+                continue
+            ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
+                subnet=str(subnet), gateway=str(subnet.network_address + 1))])
+            try:
+                created = self.client.networks.create(
+                    name, driver="bridge", labels=_labels(cluster, role), check_duplicate=True,
+                    internal=internal, ipam=ipam)
+            except docker.errors.APIError as e:
+                last = str(e.explanation)
+                if "overlap" in last.lower():  # another cluster took it meanwhile
+                    continue
+                raise ProviderError(f"cannot create network {name}: {last}") from e
+            return str(created.id)
+        raise ProviderError(f"cannot create network {name}: no free /24 left in {pool} "
+                            f"(set TESTBED_SUBNET_POOL) {last}".strip())
 
     def connect(self, container: str, network: str) -> str:
         """Attach a running container to one more network; return its address there."""

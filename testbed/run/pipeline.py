@@ -14,7 +14,7 @@ from testbed import console
 from testbed.check import matrix
 from testbed.cluster import model
 from testbed.cni import Cni
-from testbed.errors import CheckFailed, TestbedError
+from testbed.errors import CheckFailed, StepError, TestbedError
 from testbed.lifecycle.create import UpContext, up
 from testbed.load import resources
 from testbed.load.locust import LocustPhase, PhaseResult, Profile
@@ -161,6 +161,7 @@ def execute(run: Run) -> dict[str, Any]:
 
     interrupted, failure = False, None
     assert run.rundir is not None
+    title = ""
     try:
         for title, fn in STEPS:
             if fn in (ceilings, load):
@@ -176,6 +177,8 @@ def execute(run: Run) -> dict[str, Any]:
                 run.record("paths", run.current.collect(run.rundir.path).summary())
     except TestbedError as e:
         failure = e
+    except Exception as e:  # keep the one-line contract and the measured data
+        failure = StepError(f"{title}: {type(e).__name__}: {e}")
     finally:
         total = time.monotonic() - run.started
         summary = {"duration_s": round(total, 2), "interrupted": interrupted,
