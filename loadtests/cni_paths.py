@@ -82,13 +82,41 @@ class NodeToNode(_PathUser):
     path = "node-to-node"
 
 
+# Each worker measures its own CPU every second (Locust's own figure is refreshed only every
+# few seconds and reads 0 at first) and sends it with its stats report to the master.
+_own_cpu = {"pct": 0.0}
+_worker_cpu: dict[str, float] = {}
+
+
+def _measure_own_cpu() -> None:
+    last, last_t = os.times(), time.monotonic()
+    while True:
+        gevent.sleep(1.0)
+        now, now_t = os.times(), time.monotonic()
+        used = (now.user + now.system) - (last.user + last.system)
+        _own_cpu["pct"] = round(100.0 * used / max(now_t - last_t, 1e-6), 1)
+        last, last_t = now, now_t
+
+
+@events.report_to_master.add_listener
+def _report_cpu(client_id: str, data: dict[str, Any], **_: Any) -> None:
+    data["testbed_cpu_pct"] = _own_cpu["pct"]
+
+
+@events.worker_report.add_listener
+def _collect_cpu(client_id: str, data: dict[str, Any], **_: Any) -> None:
+    if "testbed_cpu_pct" in data:
+        _worker_cpu[client_id] = float(data["testbed_cpu_pct"])
+
+
 def _sample_workers(environment: Environment, out: str) -> None:
     runner = environment.runner
     assert isinstance(runner, MasterRunner)
     while True:
         gevent.sleep(1.0)
-        rows = [{"t": round(time.time(), 3), "worker": w.id, "cpu_pct": w.cpu_usage,
-                 "users": w.user_count} for w in runner.clients.values()]
+        rows = [{"t": round(time.time(), 3), "worker": w.id,
+                 "cpu_pct": _worker_cpu.get(w.id, w.cpu_usage), "users": w.user_count}
+                for w in runner.clients.values()]
         rows.append({"t": round(time.time(), 3), "worker": "master",
                      "cpu_pct": runner.current_cpu_usage, "users": runner.user_count})
         with open(out, "a") as fh:
@@ -99,5 +127,8 @@ def _sample_workers(environment: Environment, out: str) -> None:
 @events.init.add_listener
 def _on_init(environment: Environment, **_: Any) -> None:
     out = os.environ.get("TESTBED_GENERATOR_FILE")
-    if out and isinstance(environment.runner, MasterRunner):
-        gevent.spawn(_sample_workers, environment, out)
+    if isinstance(environment.runner, MasterRunner):
+        if out:
+            gevent.spawn(_sample_workers, environment, out)
+    else:
+        gevent.spawn(_measure_own_cpu)
