@@ -135,20 +135,35 @@ def images_load(file: str) -> None:
 @click.option("--name", default=DEFAULT_CLUSTER, show_default=True)
 @click.option("--build", type=click.Choice(["auto", "upstream", "reference"]), default=None)
 @click.option("--retain", is_flag=True, help="Keep what was created if `up` fails.")
+@click.option("--image", "image_overrides", multiple=True, metavar="ROLE=REF",
+              help="Use this image for a CNI role (e.g. daemon=docker.io/flannel/flannel:v0.28.1).")
 @_errors
 def up(scenario: str | None, cni_value: str | None, nodes: int | None, name: str,
-       build: str | None, retain: bool) -> None:
+       build: str | None, retain: bool, image_overrides: tuple[str, ...]) -> None:
     """Create a cluster: etcd, N nodes, the CNI's daemons, and the scenario's pods."""
     from testbed.cluster.model import validate_name
     from testbed.lifecycle.create import up as create
 
     validate_name(name)
     spec, module, backend = _scenario(scenario, cni_value, nodes, build)
+    spec.cni.images.update(parse_images(image_overrides))
     ctx = create(_provider(), spec, name, module, backend, retain=retain)
     assert ctx.selection is not None
     console.info(f"Cluster {name!r} is up: {len(ctx.nodes)} nodes, {module.name} ({backend}, "
                  f"{ctx.selection.build} build), {len(ctx.pods)} pods. "
                  f"Next: `python -m testbed check{'' if name == DEFAULT_CLUSTER else ' ' + name}`")
+
+
+def parse_images(values: tuple[str, ...]) -> dict[str, str]:
+    """`--image ROLE=REF` pairs; a malformed one is bad input."""
+    out = {}
+    for value in values:
+        role, sep, ref = value.partition("=")
+        if not sep or not role.strip() or not ref.strip():
+            raise UserError(f"--image {value!r}: use ROLE=IMAGE, e.g. daemon=docker.io/flannel/"
+                            "flannel:v0.28.1")
+        out[role.strip()] = ref.strip()
+    return out
 
 
 def _scenario(path: str | None, cni_value: str | None, nodes: int | None,
@@ -306,17 +321,23 @@ def down(name: str | None, all_: bool) -> None:
 @click.option("--keep", is_flag=True, help="Keep the cluster afterwards.")
 @click.option("--out", default=None, help="Folder for run directories.")
 @click.option("--db", default=None, help="Results database (default per-user, or $TESTBED_DB).")
+@click.option("--image", "image_overrides", multiple=True, metavar="ROLE=REF")
+@click.option("--build", type=click.Choice(["auto", "upstream", "reference"]), default=None)
 @click.option("--json", "as_json", is_flag=True)
 @_errors
 def run_(cni_value: str, scenario: str | None, duration: float | None, users: int | None,
          spawn_rate: float | None, seed: int | None, web: bool, web_port: int, keep: bool,
-         out: str | None, db: str | None, as_json: bool) -> None:
+         out: str | None, db: str | None, image_overrides: tuple[str, ...], build: str | None,
+         as_json: bool) -> None:
     """Up, check, ceilings, Locust load per path, iperf3, store, report, down."""
     from testbed.run import options, pipeline
 
     opts = options.RunOptions(cni_value, scenario, duration, users, spawn_rate, seed, web,
                               web_port, keep, out, db)
     spec, module, backend, out_dir = options.resolve(opts)
+    spec.cni.images.update(parse_images(image_overrides))
+    if build:
+        spec.cni.build = build  # type: ignore[assignment]
     provider = _provider()
     if web:
         from testbed.run import web as web_ui

@@ -36,14 +36,19 @@ def _obtainable(client: docker.DockerClient, ref: str) -> bool:
     return True
 
 
-def select(client: docker.DockerClient, cni: Cni, build: str,
-           overrides: dict[str, str] | None = None) -> Selection:
-    """Resolve `--build auto|upstream|reference` to image references per role."""
-    overrides = overrides or {}
+def check_overrides(cni: Cni, overrides: dict[str, str]) -> None:
+    """Image overrides must name roles the CNI has."""
     unknown = set(overrides) - set(cni.upstream_images)
     if unknown:
         raise UserError(f"unknown image role(s) {', '.join(sorted(unknown))} for {cni.name}: "
                         f"roles are {', '.join(cni.upstream_images)}")
+
+
+def select(client: docker.DockerClient, cni: Cni, build: str,
+           overrides: dict[str, str] | None = None) -> Selection:
+    """Resolve `--build auto|upstream|reference` to image references per role."""
+    overrides = overrides or {}
+    check_overrides(cni, overrides)
     upstream = {**cni.upstream_images, **overrides}
     if build in ("auto", "upstream"):
         missing = [ref for ref in upstream.values() if not _obtainable(client, ref)]

@@ -25,7 +25,7 @@ from testbed.constants import (
 )
 from testbed.edge import up as edge
 from testbed.errors import UserError
-from testbed.images.select import Selection, select
+from testbed.images.select import Selection, check_overrides, select
 from testbed.lifecycle import pipeline
 from testbed.lifecycle.wait import parallel, until
 from testbed.provider.base import ContainerSpec
@@ -238,6 +238,7 @@ def up(provider: DockerProvider, scenario: Scenario, name: str, cni: Cni, backen
        retain: bool = False) -> UpContext:
     """Create a cluster; on any failure (Ctrl-C included) remove everything unless `retain`."""
     model.validate_name(name)
+    check_overrides(cni, scenario.cni.images)
     if name in provider.clusters():
         raise UserError(f"a cluster named {name!r} already exists: remove it with "
                         f"`python -m testbed down {name}` or choose another --name")
