@@ -63,10 +63,42 @@ class Run:
         self.rundir.record_partial(section, rows)
 
 
+PACKAGES = ("iproute2", "iptables", "ipset", "python3", "containernetworking-plugins",
+            "iperf3", "bird2", "etcd-server", "nginx-light")
+
+
+def _packages(run: Run) -> dict[str, str]:
+    """Debian package versions inside the running node, CNI, etcd and ingress containers."""
+    found: dict[str, str] = {}
+    for info in run.provider.containers(cluster=run.name):
+        if info.role == "node" and not info.name.endswith("-node-1"):
+            continue
+        res = run.provider.exec(info.name, ["dpkg-query", "-W", "-f", "${Package}=${Version}\n",
+                                            *PACKAGES])
+        for line in res.stdout.splitlines():
+            name, _, version = line.partition("=")
+            if version:
+                found[name] = version
+    return dict(sorted(found.items()))
+
+
+def _digests(run: Run, images: dict[str, str]) -> dict[str, str]:
+    out = {}
+    for role, ref in images.items():
+        try:
+            out[role] = str(run.provider.client.images.get(ref).id)
+        except Exception:  # an image that vanished is reported, not fatal
+            out[role] = "unknown"
+    return out
+
+
 def _environment(run: Run) -> dict[str, Any]:
     info = run.provider.client.version()
     assert run.cluster is not None and run.cluster.selection is not None
+    images = {**run.cluster.tags, **run.cluster.selection.images}
     return {
+        "image_digests": _digests(run, images),
+        "packages": _packages(run) if run.cluster.selection.build == "reference" else {},
         "kernel": platform.release(), "docker_version": info.get("Version", ""),
         "docker_api": info.get("ApiVersion", ""), "scenario": run.scenario.name,
         "scenario_hash": run.scenario.digest(), "nodes": run.scenario.nodes,
