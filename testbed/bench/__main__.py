@@ -49,13 +49,59 @@ def memory(provider: DockerProvider, cluster: str) -> list[dict[str, Any]]:
     return out
 
 
+def first_cross_node_packet(provider: DockerProvider, cluster: str) -> float:
+    """Seconds from now until a pod on node 1 first gets an answer from a pod on node 2."""
+    from testbed.cluster.agent import NodeAgent
+
+    a, b = f"{cluster}-node-1", f"{cluster}-node-2"
+    src = NodeAgent(provider, a).pods()[0]["name"]
+    dst = NodeAgent(provider, b).pods()[0]
+    url = f"http://{str(dst['ip']).split('/')[0]}:8080/"
+    start = time.monotonic()
+    while time.monotonic() - start < 60:
+        if NodeAgent(provider, a).probe(src, url, count=1, timeout=0.5).get("ok"):
+            return time.monotonic() - start
+    raise SystemExit(f"{cluster}: no cross-node answer within 60 s")
+
+
+def cnis(args: argparse.Namespace) -> None:
+    """Issue 3's figures: `up` of each CNI over the same floor, then time to first packet."""
+    provider = DockerProvider()
+    images.ensure(provider.client, images.for_cni(None))
+    node_image = images.resolve(images.by_name("node")).tag
+    tag = uuid.uuid4().hex[:6]
+    floor(provider, node_image, f"bench-{tag}")
+    rows = []
+    for cni in args.cnis.split(","):
+        name = f"bench-{cni.replace(':', '-')}-{tag}"
+        floor_s = floor(provider, node_image, name)
+        try:
+            up_s = _timed(["up", "bench", "--cni", cni, "--nodes", str(args.nodes), "--name",
+                           name, "--build", "reference"])
+            first = first_cross_node_packet(provider, name)
+        finally:
+            _timed(["down", name])
+        rows.append({"cni": cni, "floor_s": round(floor_s, 2), "up_s": round(up_s, 2),
+                     "up_over_floor": round(up_s / floor_s, 2),
+                     "first_cross_node_packet_s": round(first, 2)})
+        print(f"{cni:14} up {up_s:6.2f} s = {up_s / floor_s:5.2f}x floor ({floor_s:.2f} s); "
+              f"first cross-node answer {first:.2f} s after up returned", flush=True)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+
+
 def main() -> None:
     """Run the foundation benchmark once and print its figures (JSON with --json)."""
     ap = argparse.ArgumentParser(prog="python -m testbed.bench")
     ap.add_argument("--cni", default="flannel:vxlan")
+    ap.add_argument("--cnis", default="", help="comma-separated: up time and first packet "
+                    "for each (e.g. flannel:vxlan,calico:bgp,calico:vxlan,weave)")
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.cnis:
+        cnis(args)
+        return
     provider = DockerProvider()
     name = f"bench-{uuid.uuid4().hex[:6]}"
     cni = args.cni.split(":")[0]
