@@ -262,8 +262,10 @@ def list_(as_json: bool) -> None:
 @click.argument("name", required=False, default=DEFAULT_CLUSTER)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--junit", type=click.Path(dir_okay=False), default=None)
+@click.option("--spread", "with_spread", is_flag=True,
+              help="Also count requests per endpoint through a ClusterIP against 1/n.")
 @_errors
-def check(name: str, as_json: bool, junit: str | None) -> None:
+def check(name: str, as_json: bool, junit: str | None, with_spread: bool) -> None:
     """Run the connectivity matrix from inside pods; exit 1 if any case fails."""
     from testbed.check import junit as junit_xml
     from testbed.check.matrix import report, run
@@ -272,6 +274,15 @@ def check(name: str, as_json: bool, junit: str | None) -> None:
     provider = _provider()
     cluster = find(provider, name)
     doc = report(cluster, run(provider, cluster))
+    spread_ok = True
+    if with_spread:
+        from testbed.check.services import spread
+
+        sp = spread(provider, cluster.name)
+        spread_ok = sp.ok
+        doc["spread"] = {"service": sp.service, "url": sp.url, "src": sp.src,
+                         "requests": sp.requests, "failures": sp.failures, "rule": sp.rule,
+                         "ok": sp.ok, "endpoints": sp.table(), "strays": sp.strays}
     if junit:
         junit_xml.write(doc, Path(junit))
     if as_json:
@@ -284,6 +295,19 @@ def check(name: str, as_json: bool, junit: str | None) -> None:
                           f"[{colour[c['status']]}]{c['status']}[/]",
                           f"{c['latency_ms']:.2f}", c["reason"])
         console.out.print(table)
+        if "spread" in doc:
+            sp_doc = doc["spread"]
+            t2 = Table("endpoint pod", "node", "hits", "share", "expected", "ok")
+            for r in sp_doc["endpoints"]:
+                t2.add_row(r["pod"], r["node"], str(r["hits"]), f"{r['share']:.3f}",
+                           f"{r['expected']:.3f}", "yes" if r["ok"] else "NO")
+            console.out.print(f"spread through {sp_doc['service']} ({sp_doc['url']}, "
+                              f"{sp_doc['requests']} requests from {sp_doc['src']}):")
+            console.out.print(t2)
+            console.out.print(f"bound: {sp_doc['rule']}")
+    if not spread_ok:
+        raise CheckFailed(f"spread through {doc['spread']['service']} is outside its bound: "
+                          f"{doc['spread']['rule']}")
     failed = [c for c in doc["cases"] if c["status"] == "fail"]
     if failed:
         raise CheckFailed(f"{len(failed)} of {len(doc['cases'])} cases failed; first: "
