@@ -6,6 +6,8 @@ import base64
 import ipaddress
 import json
 import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from conftest import Running, run_cli
@@ -150,3 +152,20 @@ def test_status_reports_every_node_with_its_pod_cidr(flannel_vxlan: Running) -> 
         for pod in n["pods"]:
             assert ipaddress.ip_interface(pod["ip"]) in ipaddress.ip_network(
                 n["pod_cidr"], strict=False)
+
+
+def test_check_writes_junit_and_reports_spread_within_its_bound(flannel_vxlan: Running,
+                                                                 tmp_path: Path) -> None:
+    junit = tmp_path / "check.xml"
+    res = run_cli("check", flannel_vxlan.name, "--json", "--spread", "--junit", str(junit))
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr
+    doc = json.loads(res.stdout)
+    suite = ET.parse(junit).getroot()
+    assert int(suite.get("tests", "0")) == len(doc["cases"])
+    assert int(suite.get("failures", "0")) == 0
+    assert int(suite.get("skipped", "0")) == sum(c["status"] == "skip" for c in doc["cases"])
+    spread = doc["spread"]
+    assert spread["ok"] and spread["failures"] == 0
+    assert len(spread["endpoints"]) == 6, "every echo replica is an endpoint"
+    assert sum(r["hits"] for r in spread["endpoints"]) == spread["requests"]
+    assert all(r["hits"] > 0 for r in spread["endpoints"])
