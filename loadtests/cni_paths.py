@@ -83,6 +83,11 @@ class NodeToNode(_PathUser):
     path = "node-to-node"
 
 
+# A path without targets here is not offered at all (Locust skips abstract classes), so the
+# web UI's class picker lists exactly the paths this cluster can drive.
+for _cls in (PodToService, NodePort, Ingress, ContainerToContainer, NodeToNode):
+    _cls.abstract = _cls.path not in TARGETS
+
 # Each worker measures its own CPU every second (Locust's own figure is refreshed only every
 # few seconds and reads 0 at first) and sends it with its stats report to the master.
 _own_cpu = {"pct": 0.0}

@@ -35,6 +35,7 @@ def _stats(url: str) -> dict[str, Any]:
 def test_web_ui_in_a_browser_starts_a_swarm_against_the_cluster(built: dict[str, str]) -> None:
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     assert os.path.exists(CHROMEDRIVER), "install Debian's chromium-driver (see .ci/run)"
     port = _free_port()
@@ -58,12 +59,11 @@ def test_web_ui_in_a_browser_starts_a_swarm_against_the_cluster(built: dict[str,
             opts.add_argument(arg)
         driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=opts)
         driver.get(url)
-        users = driver.find_element(By.NAME, "userCount")
-        users.clear()
-        users.send_keys("6")
-        rate = driver.find_element(By.NAME, "spawnRate")
-        rate.clear()
-        rate.send_keys("6")
+        for field in ("userCount", "spawnRate"):  # React inputs ignore clear(): select, type
+            box = driver.find_element(By.NAME, field)
+            box.send_keys(Keys.CONTROL, "a")
+            box.send_keys("6")
+            assert box.get_attribute("value") == "6"
         driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         deadline = time.monotonic() + 60
         stats: dict[str, Any] = {}
@@ -77,7 +77,7 @@ def test_web_ui_in_a_browser_starts_a_swarm_against_the_cluster(built: dict[str,
         names = {s["name"]: s for s in stats["stats"] if s["name"] != "Aggregated"}
         assert {"pod-to-service", "nodeport", "ingress"} <= set(names), stats
         assert all(s["num_failures"] == 0 for s in names.values()), names
-        assert stats["worker_count"] >= 2
+        assert stats["worker_count"] >= 2 and stats["user_count"] == 6
         page = driver.page_source
         assert "pod-to-service" in page, "the UI shows the path's row"
     finally:

@@ -8,9 +8,9 @@ import urllib.request
 from typing import Any
 
 from testbed import console
+from testbed.cluster import model
 from testbed.cni import Cni
 from testbed.constants import LABEL_CLUSTER
-from testbed.edge import internet_network
 from testbed.errors import StepError
 from testbed.images import by_name, resolve
 from testbed.lifecycle.create import up
@@ -59,11 +59,13 @@ def start_ui(provider: DockerProvider, cluster: str, scenario: Scenario, port: i
     tg = all_targets(provider, cluster, scenario)
     env = {"TESTBED_TARGETS": json.dumps(tg), "TESTBED_SEED": str(scenario.load.seed),
            "PYTHONUNBUFFERED": "1"}
+    # On the node network: Docker publishes no ports from an internal network (the internet
+    # one is internal), and workers in pods reach the node network through their node.
     info = provider.run(ContainerSpec(
         name=name, image=node_image, cluster=cluster, role="client", hostname=name,
-        network=internet_network(cluster), command=["sleep", "infinity"], init=True,
+        network=model.network_name(cluster), command=["sleep", "infinity"], init=True,
         ports={f"{UI_PORT}/tcp": ("127.0.0.1", port)}, env=env))
-    master_ip = info.ips.get(internet_network(cluster)) or info.ip or ""
+    master_ip = info.ip or ""
     source = (LOADTESTS_DIR / "cni_paths.py").read_text()
     classes = [USER_CLASS[p] for p in WEB_PATHS if p in tg]
     provider.exec(name, ["mkdir", "-p", "/opt/testbed/loadtests"])
@@ -80,7 +82,8 @@ def start_ui(provider: DockerProvider, cluster: str, scenario: Scenario, port: i
         provider.spawn(pod["node_container"], [
             "python3", "-m", "testbed.agent", "pod", "exec", pod["name"], "--",
             "python3", "-m", "locust", "-f", LOCUSTFILE, "--worker", "--master-host",
-            master_ip, "--master-port", str(MASTER_PORT), *classes], env)
+            master_ip, "--master-port", str(MASTER_PORT), "--logfile",
+            f"/tmp/locust-worker-{pod['name']}.log"], env)
     url = f"http://127.0.0.1:{port}/"
 
     def workers_joined() -> bool:
