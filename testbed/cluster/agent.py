@@ -17,9 +17,9 @@ class NodeAgent:
         self.provider = provider
         self.node = node
 
-    def call(self, *args: str) -> Any:
+    def call(self, *args: str, env: dict[str, str] | None = None) -> Any:
         """Run one agent command and return its parsed JSON, or raise with its error line."""
-        res = self.provider.exec(self.node, [*AGENT_CMD, *args])
+        res = self.provider.exec(self.node, [*AGENT_CMD, *args], env=env)
         try:
             data = json.loads(res.stdout) if res.stdout.strip() else None
         except json.JSONDecodeError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from testbed.cluster import model
@@ -69,24 +70,23 @@ def start_edge(ctx: UpContext) -> None:
                                 ingress.endpoints(ctx.scenario, ctx.pods))
     port = next(c for c in provider.containers(name, "node") if c.name == edge
                 ).labels.get(LABEL_INGRESS_PORT, "")
-    provider.run(ContainerSpec(
+    specs = [ContainerSpec(
         name=ingress_name(name), image=ctx.tags["ingress"], cluster=name, role="ingress",
         network_mode=f"container:{edge}",
         env={"INGRESS_NGINX_CONF": ingress.render(all_routes)},
         labels={**ctx.labels(), LABEL_NODE: edge, LABEL_INGRESS_PORT: port,
                 LABEL_EDGE: ingress.describe(all_routes, ctx.scenario)},
-    ))
-    provider.run(ContainerSpec(
+    ), ContainerSpec(
         name=outside_name(name), image=ctx.tags["node"], cluster=name, role="external",
         network=net, hostname=outside_name(name), labels=ctx.labels(),
         command=["sleep", "infinity"], init=True,
-    ))
-    echo = provider.run(ContainerSpec(
+    ), ContainerSpec(
         name=echo_name(name), image=ctx.tags["node"], cluster=name, role="external",
         network=net, hostname=echo_name(name), labels=ctx.labels(), init=True,
         command=["python3", "-m", "testbed.agent.workload", "--port", str(ECHO_PORT),
                  "--pod", "internet-echo", "--container", "echo", "--node", echo_name(name)],
-    ))
+    )]
+    echo = parallel(provider.run, specs)[2]  # the three start together
 
     def ingress_up() -> bool:
         res = provider.exec(edge, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
@@ -97,7 +97,7 @@ def start_edge(ctx: UpContext) -> None:
         url = f"http://{echo.ip}:{ECHO_PORT}/healthz"
         return provider.exec(outside_name(name), ["curl", "-sf", "-m", "2", url]).exit_code == 0
 
-    until(ingress_up, EDGE_TIMEOUT, f"the ingress on {edge} to answer",
-          lambda: provider.logs(ingress_name(name)))
-    until(echo_up, EDGE_TIMEOUT, "the internet echo server to answer the outside client",
-          lambda: provider.logs(echo_name(name)))
+    waits: list[tuple[Callable[[], bool], str, str]] = [
+        (ingress_up, f"the ingress on {edge} to answer", ingress_name(name)),
+        (echo_up, "the internet echo server to answer the outside client", echo_name(name))]
+    parallel(lambda w: until(w[0], EDGE_TIMEOUT, w[1], lambda: provider.logs(w[2])), waits)

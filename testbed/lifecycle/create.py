@@ -115,6 +115,11 @@ def wait_etcd(ctx: UpContext) -> None:
     until(healthy, ETCD_TIMEOUT, "etcd to become healthy", lambda: ctx.provider.logs(name))
 
 
+def start_etcd_and_nodes(ctx: UpContext) -> None:
+    """etcd and the nodes start together; nobody needs etcd before the CNI config step."""
+    parallel(lambda fn: fn(ctx), [start_etcd, start_nodes])
+
+
 def start_nodes(ctx: UpContext) -> None:
     """N node containers in parallel: explicit capabilities and sysctls, never --privileged."""
 
@@ -126,7 +131,7 @@ def start_nodes(ctx: UpContext) -> None:
             name=name, image=ctx.tags["node"], cluster=ctx.name, role="node",
             hostname=name, network=model.network_name(ctx.name),
             labels={**ctx.labels(), LABEL_NODE: name},
-            env={"NODE_NAME": name, "ETCD_ENDPOINTS": f"http://{ctx.etcd_ip}:{ETCD_PORT}"},
+            env={"NODE_NAME": name},
             volumes={vols[k]: path for k, path in ctx.cni.node_volumes.items()},
             cap_add=NODE_CAPS, security_opt=NODE_SECURITY_OPT, sysctls=NODE_SYSCTLS,
             init=True,
@@ -219,8 +224,7 @@ def steps(ctx: UpContext) -> list[pipeline.Step[UpContext]]:
     return [
         pipeline.Step("Ensuring node images", ensure_images),
         pipeline.Step(f"Creating network {model.network_name(ctx.name)}", create_network),
-        pipeline.Step("Starting etcd", start_etcd),
-        pipeline.Step(f"Starting {n} node{'s' if n > 1 else ''}", start_nodes),
+        pipeline.Step(f"Starting etcd and {n} node{'s' if n > 1 else ''}", start_etcd_and_nodes),
         pipeline.Step("Writing CNI config to etcd", configure_datastore),
         pipeline.Step(f"Installing CNI ({ctx.cni.name})", install_cni),
         pipeline.Step(f"Starting {ctx.cni.name} ({ctx.backend}) daemons", start_cni),

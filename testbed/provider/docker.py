@@ -25,8 +25,6 @@ from testbed.provider.base import ContainerInfo, ContainerSpec, ExecResult
 # 192.168/16, 10.32/12) and of the default service CIDR (10.96/16).
 SUBNET_POOL = "172.30.0.0/16"
 
-# Removal order: whatever shares a node's namespaces first, the nodes, then the datastore.
-_TEARDOWN_ORDER = ("client", "external", "cni", "ingress", "node", "datastore")
 
 
 def connect() -> docker.DockerClient:
@@ -279,13 +277,10 @@ class DockerProvider:
         flt: dict[str, str | list[str] | bool] = {"label": f"{LABEL_CLUSTER}={cluster}"}
         found = self.client.containers.list(all=True, filters=flt, ignore_removed=True)
 
-        def rank(c: Container) -> int:
-            role = (c.labels or {}).get(LABEL_ROLE, "")
-            return _TEARDOWN_ORDER.index(role) if role in _TEARDOWN_ORDER else 0
-
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            for r in sorted({rank(c) for c in found}):
-                list(pool.map(_remove, [c for c in found if rank(c) == r]))
+        # One parallel pass: a forced removal needs no order, even for containers that share
+        # a node's network namespace.
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(_remove, found))
         for net in self.client.networks.list(filters=flt):
             with contextlib.suppress(docker.errors.NotFound):
                 net.remove()

@@ -36,6 +36,8 @@ def expected_endpoints(services: list[Service], pods: list[Pod]) -> dict[str, li
 
 def program_services(ctx: UpContext) -> None:
     """Publish services and pods to etcd, start each node's daemon, wait for its rules."""
+    if not ctx.scenario.services:  # nothing for kube-proxy (or endpoint readiness) to do
+        return
     services = allocate(ctx.scenario)
     labels = {pod: dep.pod_labels for pod, _, dep in ctx.scenario.pods()}
     pods = [registry.pod_record(p, labels.get(str(p["name"]), {})) for p in ctx.pods]
@@ -45,7 +47,8 @@ def program_services(ctx: UpContext) -> None:
     want = expected_endpoints(services, pods)
 
     def converge(node: str) -> None:
-        NodeAgent(ctx.provider, node).call("daemon", "start")
+        NodeAgent(ctx.provider, node).call(
+            "daemon", "start", env={"ETCD_ENDPOINTS": ctx.ref.etcd_endpoint})
         last: dict[str, Any] = {}
 
         def synced() -> bool:
