@@ -73,7 +73,7 @@ def cnis(args: argparse.Namespace) -> None:
     floor(provider, node_image, f"bench-{tag}")
     rows = []
     for cni in args.cnis.split(","):
-        name = f"bench-{cni.replace(':', '-')}-{tag}"
+        name = f"b-{cni.replace(':', '-').replace('flannel', 'fl')}-{tag[:4]}"
         floor_s = floor(provider, node_image, name)
         try:
             up_s = _timed(["up", "bench", "--cni", cni, "--nodes", str(args.nodes), "--name",
