@@ -78,8 +78,10 @@ def test_web_ui_in_a_browser_starts_a_swarm_against_the_cluster(built: dict[str,
         assert {"pod-to-service", "nodeport", "ingress"} <= set(names), stats
         assert all(s["num_failures"] == 0 for s in names.values()), names
         assert stats["worker_count"] >= 2 and stats["user_count"] == 6
-        page = driver.page_source
-        assert "pod-to-service" in page, "the UI shows the path's row"
+        deadline = time.monotonic() + 20  # the UI refreshes its table every few seconds
+        while "pod-to-service" not in driver.page_source and time.monotonic() < deadline:
+            time.sleep(1)
+        assert "pod-to-service" in driver.page_source, "the UI shows the path's row"
     finally:
         if driver is not None:
             driver.quit()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from testbed.cluster import model
@@ -55,15 +56,29 @@ def on_edge_node(index: int, spec: ContainerSpec) -> ContainerSpec:
 
 
 def attach_nodes(ctx: UpContext) -> None:
-    """An internal network is the internet: no route off this host; nodes join it as eth1."""
-    net = internet_network(ctx.name)
-    ctx.provider.create_network(net, ctx.name, "network", internal=True,
-                                avoid=ctx.reserved_cidrs())
-    parallel(lambda n: ctx.provider.connect(n.name, net), ctx.nodes)
+    """An internal network is the internet: no route off this host; nodes join it as eth1,
+    and an outside client and an echo server live on it."""
+    provider, name = ctx.provider, ctx.name
+    net = internet_network(name)
+    provider.create_network(net, name, "network", internal=True, avoid=ctx.reserved_cidrs())
+    outside = [ContainerSpec(
+        name=outside_name(name), image=ctx.tags["node"], cluster=name, role="external",
+        network=net, hostname=outside_name(name), labels=ctx.labels(),
+        command=["sleep", "infinity"], init=True,
+    ), ContainerSpec(
+        name=echo_name(name), image=ctx.tags["node"], cluster=name, role="external",
+        network=net, hostname=echo_name(name), labels=ctx.labels(), init=True,
+        command=["python3", "-m", "testbed.agent.workload", "--port", str(ECHO_PORT),
+                 "--pod", "internet-echo", "--container", "echo", "--node", echo_name(name)],
+    )]
+    jobs: list[Callable[[], object]] = [
+        *(partial(provider.connect, n.name, net) for n in ctx.nodes),
+        *(partial(provider.run, spec) for spec in outside)]
+    parallel(lambda job: job(), jobs)
 
 
 def start_edge(ctx: UpContext) -> None:
-    """The ingress on the edge node, an outside client and an echo server on the internet."""
+    """The ingress on the edge node; then the ingress and the echo server answer."""
     provider, name, net = ctx.provider, ctx.name, internet_network(ctx.name)
     edge = model.node_name(name, EDGE_NODE)
     all_routes = ingress.routes(ctx.scenario, registry.cluster_ips(provider, name),
@@ -76,17 +91,10 @@ def start_edge(ctx: UpContext) -> None:
         env={"INGRESS_NGINX_CONF": ingress.render(all_routes)},
         labels={**ctx.labels(), LABEL_NODE: edge, LABEL_INGRESS_PORT: port,
                 LABEL_EDGE: ingress.describe(all_routes, ctx.scenario)},
-    ), ContainerSpec(
-        name=outside_name(name), image=ctx.tags["node"], cluster=name, role="external",
-        network=net, hostname=outside_name(name), labels=ctx.labels(),
-        command=["sleep", "infinity"], init=True,
-    ), ContainerSpec(
-        name=echo_name(name), image=ctx.tags["node"], cluster=name, role="external",
-        network=net, hostname=echo_name(name), labels=ctx.labels(), init=True,
-        command=["python3", "-m", "testbed.agent.workload", "--port", str(ECHO_PORT),
-                 "--pod", "internet-echo", "--container", "echo", "--node", echo_name(name)],
     )]
-    echo = parallel(provider.run, specs)[2]  # the three start together
+    parallel(provider.run, specs)
+    echo_ip = next(c for c in provider.containers(name, "external")
+                   if c.name == echo_name(name)).ips.get(net)
 
     def ingress_up() -> bool:
         res = provider.exec(edge, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
@@ -94,7 +102,7 @@ def start_edge(ctx: UpContext) -> None:
         return res.stdout.strip() == "404"
 
     def echo_up() -> bool:
-        url = f"http://{echo.ip}:{ECHO_PORT}/healthz"
+        url = f"http://{echo_ip}:{ECHO_PORT}/healthz"
         return provider.exec(outside_name(name), ["curl", "-sf", "-m", "2", url]).exit_code == 0
 
     waits: list[tuple[Callable[[], bool], str, str]] = [

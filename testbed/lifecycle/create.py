@@ -177,6 +177,16 @@ def start_cni(ctx: UpContext) -> None:
     parallel(ctx.provider.run, specs)
 
 
+def install_and_start_cni(ctx: UpContext) -> None:
+    """Plugins are needed only once pods are added, so install and daemons go together."""
+    parallel(lambda fn: fn(ctx), [install_cni, start_cni])
+
+
+def deploy_pods_and_internet(ctx: UpContext) -> None:
+    """Pods, while the nodes join the internet network beside them (eth1 after the CNI)."""
+    parallel(lambda fn: fn(ctx), [deploy_pods, edge.attach_nodes])
+
+
 def wait_cni(ctx: UpContext) -> None:
     """Every node's CNI is ready: its files exist and the conflist's plugins are installed."""
     cluster = ctx.ref
@@ -226,13 +236,13 @@ def steps(ctx: UpContext) -> list[pipeline.Step[UpContext]]:
         pipeline.Step(f"Creating network {model.network_name(ctx.name)}", create_network),
         pipeline.Step(f"Starting etcd and {n} node{'s' if n > 1 else ''}", start_etcd_and_nodes),
         pipeline.Step("Writing CNI config to etcd", configure_datastore),
-        pipeline.Step(f"Installing CNI ({ctx.cni.name})", install_cni),
-        pipeline.Step(f"Starting {ctx.cni.name} ({ctx.backend}) daemons", start_cni),
+        pipeline.Step(f"Installing CNI ({ctx.cni.name}) and starting its daemons "
+                      f"({ctx.backend})", install_and_start_cni),
         pipeline.Step("Waiting for the CNI to be ready", wait_cni),
-        pipeline.Step(f"Deploying {len(ctx.scenario.pods())} pods", deploy_pods),
+        pipeline.Step(f"Deploying {len(ctx.scenario.pods())} pods; wiring the internet network",
+                      deploy_pods_and_internet),
         pipeline.Step("Programming services", program_services),
         pipeline.Step("Applying network policies", apply_policies),
-        pipeline.Step("Attaching nodes to the internet network", edge.attach_nodes),
         pipeline.Step("Starting the edge (ingress, outside client, echo server)",
                       edge.start_edge),
     ]
