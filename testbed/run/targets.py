@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from testbed.cluster import model
@@ -142,7 +141,3 @@ def throughput(provider: DockerProvider, cluster: str, scenario: Scenario
                              "pod-to-service", ip, mtu, udp=False)
     return out
 
-
-def describe(targets: dict[str, Any]) -> str:
-    """One line naming a phase's targets (for progress output)."""
-    return json.dumps(targets)
