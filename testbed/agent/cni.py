@@ -132,14 +132,19 @@ def _check_header(name: Any, version: Any, source: str) -> tuple[str, str]:
     return name, version
 
 
-def conflist_from_bytes(data: bytes, source: str = "<bytes>") -> NetworkConfigList:
-    """Parse a .conflist document."""
+def _json_object(data: bytes, source: str) -> dict[str, Any]:
     try:
         doc = json.loads(data)
     except ValueError as e:
         raise CniError(f"{source}: invalid JSON: {e}") from e
     if not isinstance(doc, dict):
         raise CniError(f"{source}: not a JSON object")
+    return doc
+
+
+def conflist_from_bytes(data: bytes, source: str = "<bytes>") -> NetworkConfigList:
+    """Parse a .conflist document."""
+    doc = _json_object(data, source)
     name, version = _check_header(doc.get("name"), doc.get("cniVersion"), source)
     plugins = doc.get("plugins")
     if not isinstance(plugins, list) or not plugins:
@@ -152,12 +157,7 @@ def conflist_from_bytes(data: bytes, source: str = "<bytes>") -> NetworkConfigLi
 
 def conf_from_bytes(data: bytes, source: str = "<bytes>") -> NetworkConfigList:
     """Parse a single-plugin .conf/.json and wrap it as a one-plugin list, like libcni."""
-    try:
-        doc = json.loads(data)
-    except ValueError as e:
-        raise CniError(f"{source}: invalid JSON: {e}") from e
-    if not isinstance(doc, dict):
-        raise CniError(f"{source}: not a JSON object")
+    doc = _json_object(data, source)
     name, version = _check_header(doc.get("name"), doc.get("cniVersion"), source)
     plugin = _check_plugin(doc, source, 0)
     wrapped = {"cniVersion": version, "name": name, "plugins": [plugin]}

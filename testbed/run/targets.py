@@ -127,8 +127,9 @@ def throughput(provider: DockerProvider, cluster: str, scenario: Scenario
     if not servers:
         return []
     server = servers[0]
-    clients = [c for c in _clients(scenario, pods) if c["node_container"]
-               != server["node_container"]] or _clients(scenario, pods)
+    every_client = _clients(scenario, pods)
+    clients = [c for c in every_client
+               if c["node_container"] != server["node_container"]] or every_client
     client = clients[0]
     mtu = iperf.mtu_of(provider, client["node_container"], client["name"])
     out = iperf.measure(provider, client["node_container"], client["name"],
