@@ -238,3 +238,28 @@ def test_cni_check_passes_then_catches_a_broken_pod(node: str, pods: list[str]) 
     assert broken.returncode == 0, broken.stderr
     rc, err = agent(node, "cni", "check", "chk")
     assert rc == 1 and err["error"].startswith("CNI CHECK failed in plugin 'bridge'"), err
+
+
+def test_add_many_wires_every_pod_or_none(node: str, pods: list[str]) -> None:
+    spec = json.dumps([{"name": "many-a"}, {"name": "many-b", "containers": ["web=http:9090"]}])
+    pods += ["many-a", "many-b"]
+    a, b = ok(node, "pod", "add-many", spec)
+    assert (a["name"], b["name"]) == ("many-a", "many-b") and a["ip"] != b["ip"]
+    assert b["containers"][0]["port"] == 9090 and b["containers"][0]["alive"] is True
+    # lo is up (the loopback plugin's ADD), so the pod's own processes reach each other
+    res = ok(node, "probe", "many-b", "http://127.0.0.1:9090/", "--count", "1")
+    assert res["ok"] and res["body"]["pod"] == "many-b"
+    cache = f"/var/lib/cni/results/cni-loopback-{a['container_id']}-lo"
+    assert sh(node, f"test -f {cache}").returncode == 0
+    ok(node, "pod", "del", "many-a")
+    assert sh(node, f"test -e {cache}").returncode != 0
+    # the second pod's container exits at once: the first pod is undone with it
+    bad = json.dumps([{"name": "many-c"}, {"name": "many-d", "containers": ["x=cmd:false"]}])
+    rc, out = agent(node, "pod", "add-many", bad)
+    assert rc == 1 and out["error"].startswith("pod many-d: container x exited"), out
+    names = {p["name"] for p in ok(node, "pod", "list")}
+    assert not {"many-c", "many-d"} & names
+    assert sh(node, "test -e /var/run/netns/many-c || test -e /var/run/netns/many-d"
+              ).returncode != 0
+    rc, out = agent(node, "pod", "add-many", json.dumps([{"name": "x"}, {"name": "x"}]))
+    assert rc == 2 and "repeat" in out["error"], out

@@ -34,6 +34,21 @@ def _container_spec(text: str) -> Any:
         raise argparse.ArgumentTypeError(str(e)) from e
 
 
+def _pod_list(text: str) -> list[tuple[str, list[Any]]]:
+    from testbed.agent import pods
+    try:
+        items = json.loads(text)
+        if not isinstance(items, list) or not items:
+            raise ValueError("expected a non-empty JSON list")
+        return [(str(i["name"]), [pods.parse_container_spec(str(c))
+                                  for c in i.get("containers") or pods.DEFAULT_CONTAINERS])
+                for i in items]
+    except (ValueError, TypeError, KeyError) as e:
+        raise argparse.ArgumentTypeError(f"pods: {e}") from e
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
@@ -67,6 +82,11 @@ def build_parser() -> Parser:
                      metavar="SPEC", help="NAME=http:PORT | NAME=sleep | NAME=cmd:ARGV "
                      "(repeatable; default app=http:8080)")
     add.add_argument("--ready-timeout", type=_seconds, default=15.0)
+    many = pod.add_parser("add-many", help="create several pods, their workloads booting "
+                          "side by side")
+    many.add_argument("pods", type=_pod_list, metavar="JSON",
+                      help='[{"name": NAME, "containers": [SPEC, ...]}, ...]')
+    many.add_argument("--ready-timeout", type=_seconds, default=15.0)
     for name, text in (("del", "delete a pod (idempotent)"), ("show", "one pod's record")):
         pod.add_parser(name, help=text).add_argument("name")
     pod.add_parser("list", help="every pod on this node")
@@ -131,6 +151,7 @@ def run(args: argparse.Namespace) -> Any:
         "add": lambda: mgr.add(args.name, pods.check_specs(
             args.containers or [pods.parse_container_spec(s) for s in pods.DEFAULT_CONTAINERS]),
             args.ready_timeout),
+        "add-many": lambda: mgr.add_many(args.pods, args.ready_timeout),
         "del": lambda: mgr.delete(args.name),
         "list": mgr.pods,
         "show": lambda: mgr.show(args.name),

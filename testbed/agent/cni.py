@@ -304,6 +304,16 @@ def parse_error(stdout: bytes, stderr: bytes, returncode: int, *, plugin: str = 
     return CniError(msg, plugin=plugin, command=command, network=network)
 
 
+LOOPBACK_NETWORK = "cni-loopback"
+
+
+def loopback() -> NetworkConfigList:
+    """The network every pod gets first, as containerd does: the `loopback` plugin on lo."""
+    return conflist_from_bytes(json.dumps({
+        "cniVersion": "1.0.0", "name": LOOPBACK_NETWORK, "plugins": [{"type": "loopback"}],
+    }).encode(), "<loopback>")
+
+
 @dataclass
 class RuntimeConf:
     """What one attachment is: container id, netns, interface name, CNI_ARGS, capabilities."""

@@ -1,20 +1,37 @@
-"""Named network namespaces under /var/run/netns, and processes run inside them (pyroute2)."""
+"""Named network namespaces under /var/run/netns (libc syscalls), their links (pyroute2)."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import socket
 import subprocess
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyroute2 import IPRoute
-from pyroute2 import netns as pyr_netns
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 NETNS_DIR = "/var/run/netns"
+_CLONE_NEWNET = 0x40000000
+_MS_BIND = 4096
+_MNT_DETACH = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def setns(fd: int) -> None:
+    """Move the calling thread into the network namespace open at `fd`."""
+    _check(_libc.setns(fd, _CLONE_NEWNET), "setns")
 
 
 def path_of(name: str) -> str:
@@ -27,22 +44,49 @@ def exists(name: str) -> bool:
     return os.path.exists(path_of(name))
 
 
-def create(name: str) -> str:
-    """Create a named namespace (like `ip netns add`), bring its lo up, return its path."""
+def create(name: str, lo_up: bool = True) -> str:
+    """Create a named namespace (like `ip netns add`), bring its lo up, return its path.
+
+    Pods pass lo_up=False: their runtime brings lo up with the `loopback` CNI plugin.
+    """
     os.makedirs(NETNS_DIR, exist_ok=True)
-    pyr_netns.create(name)
     path = path_of(name)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444))
+    failure: list[BaseException] = []
+
+    def bind() -> None:  # a thread of its own: unshare moves only the calling thread
+        try:
+            _check(_libc.unshare(_CLONE_NEWNET), "unshare")
+            _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), None, _MS_BIND,
+                               None), f"bind mount on {path}")
+        except BaseException as e:
+            failure.append(e)
+
+    worker = threading.Thread(target=bind, name=f"netns-{name}")
+    worker.start()
+    worker.join()
     try:
-        set_lo_up(path)
-    except Exception:
+        if failure:
+            raise failure[0]
+        if lo_up:
+            set_lo_up(path)
+    except BaseException:
         delete(name)
         raise
     return path
 
 
+def _iproute_in(path: str) -> IPRoute:
+    """A netlink socket opened inside the namespace at `path` (pyroute2, imported on use)."""
+    from pyroute2 import IPRoute
+
+    with entered(path):
+        return IPRoute()
+
+
 def set_lo_up(path: str) -> None:
     """Bring the loopback interface of a namespace up."""
-    with IPRoute(netns=path, flags=0) as ipr:
+    with _iproute_in(path) as ipr:
         idx = ipr.link_lookup(ifname="lo")
         if not idx:
             raise OSError(errno.ENODEV, f"no lo in {path}")
@@ -54,17 +98,17 @@ def delete(name: str) -> bool:
     path = path_of(name)
     if not os.path.lexists(path):
         return False
-    try:
-        pyr_netns.remove(path)
-    except FileNotFoundError:
-        return False
+    if _libc.umount2(path.encode(), _MNT_DETACH) != 0 and ctypes.get_errno() != errno.EINVAL:
+        _check(-1, f"umount {path}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
     return True
 
 
 def links(path: str) -> list[dict[str, Any]]:
     """Interfaces of a namespace: name, index, mac, state, mtu, IPv4 addresses."""
     out: list[dict[str, Any]] = []
-    with IPRoute(netns=path, flags=0) as ipr:
+    with _iproute_in(path) as ipr:
         addrs: dict[int, list[str]] = {}
         for msg in ipr.get_addr(family=socket.AF_INET):
             addrs.setdefault(msg["index"], []).append(
@@ -93,7 +137,7 @@ def pid_in(pid: int, path: str) -> bool:
 
 def _enter_fd(fd: int) -> Callable[[], None]:
     def enter() -> None:
-        pyr_netns.setns(fd, flags=0)
+        setns(fd)
     return enter
 
 
@@ -109,12 +153,12 @@ def _opened(path: str) -> Iterator[int]:
 @contextlib.contextmanager
 def entered(path: str) -> Iterator[None]:
     """Switch the calling thread into a namespace and back (sockets made inside stay there)."""
-    with _opened("/proc/self/ns/net") as home, _opened(path) as target:
-        pyr_netns.setns(target, flags=0)
+    with _opened("/proc/thread-self/ns/net") as home, _opened(path) as target:
+        setns(target)
         try:
             yield
         finally:
-            pyr_netns.setns(home, flags=0)
+            setns(home)
 
 
 def socket_in(path: str, family: int = socket.AF_INET,

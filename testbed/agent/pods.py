@@ -223,9 +223,14 @@ class PodManager:
             raise PodError(f"no pod named {name!r} on {self.node} (pods: {known})")
         return rec
 
-    def _rt(self, rec: dict[str, Any]) -> cni.RuntimeConf:
+    def _rt(self, rec: dict[str, Any], ifname: str = "") -> cni.RuntimeConf:
         return cni.RuntimeConf(container_id=rec["container_id"], netns=rec["netns"],
-                               ifname=rec.get("ifname", IFNAME))
+                               ifname=ifname or rec.get("ifname", IFNAME))
+
+    def _del_loopback(self, rec: dict[str, Any]) -> None:
+        """DEL of the loopback attachment (clears its cache entry; lo goes with the netns)."""
+        with contextlib.suppress(Exception):
+            self.runtime.delete(cni.loopback(), self._rt(rec, "lo"))
 
     def _with_liveness(self, rec: dict[str, Any]) -> dict[str, Any]:
         out = dict(rec)
@@ -238,45 +243,70 @@ class PodManager:
     def add(self, name: str, specs: list[ContainerSpec],
             ready_timeout: float = READY_TIMEOUT) -> dict[str, Any]:
         """Create the netns, CNI ADD eth0, start the containers, wait for http ones; record."""
-        check_name(name)
-        check_specs(specs)
-        with self._locked(name):
-            if self.load(name) is not None:
-                raise PodError(f"pod {name!r} already exists on {self.node}; delete it first")
-            if netns.exists(name):
-                raise PodError(f"network namespace {netns.path_of(name)} exists without a pod "
-                               "record; remove it (ip netns del) or pick another name")
-            netconf = cni.load_dir(self.conf_dir)
-            path = netns.create(name)
-            rec: dict[str, Any] = {
-                "name": name, "container_id": secrets.token_hex(32), "node": self.node,
-                "netns": path, "ifname": IFNAME, "network": netconf.name,
-                "conf": netconf.source, "cni_version": netconf.cni_version,
-                "status": "creating", "containers": [],
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-            self._save(rec)  # a crash from here on is cleaned up by `pod del`
-            rt = self._rt(rec)
+        return self.add_many([(name, specs)], ready_timeout)[0]
+
+    def add_many(self, pods: list[tuple[str, list[ContainerSpec]]],
+                 ready_timeout: float = READY_TIMEOUT) -> list[dict[str, Any]]:
+        """Add several pods in one go: wire and start them all, then wait for them all.
+
+        Their workloads boot side by side; if one pod fails, every pod of the call is undone.
+        """
+        names = [check_name(name) for name, _ in pods]
+        if len(set(names)) != len(names):
+            raise UsageError(f"pod names repeat in one call: {', '.join(names)}")
+        for _, specs in pods:
+            check_specs(specs)
+        with contextlib.ExitStack() as locks:
+            for name in names:
+                locks.enter_context(self._locked(name))
+            started: list[tuple[dict[str, Any], cni.NetworkConfigList]] = []
             try:
-                result = self.runtime.add(netconf, rt)
-            except Exception as e:
-                self._undo(rec, netconf, [])
-                raise e
+                for name, specs in pods:
+                    started.append(self._begin(name, specs))
+                deadline = time.monotonic() + ready_timeout
+                for rec, _ in started:
+                    self._wait_ready(rec, ready_timeout, deadline)
+            except Exception:
+                for rec, netconf in started:
+                    self._undo(rec, netconf, rec["containers"])
+                raise
+            for rec, _ in started:
+                rec["status"] = "running"
+                self._save(rec)
+            return [self._with_liveness(rec) for rec, _ in started]
+
+    def _begin(self, name: str, specs: list[ContainerSpec]
+               ) -> tuple[dict[str, Any], cni.NetworkConfigList]:
+        """Netns, CNI ADD and the containers' processes (not yet waited for); undone on error."""
+        if self.load(name) is not None:
+            raise PodError(f"pod {name!r} already exists on {self.node}; delete it first")
+        if netns.exists(name):
+            raise PodError(f"network namespace {netns.path_of(name)} exists without a pod "
+                           "record; remove it (ip netns del) or pick another name")
+        netconf = cni.load_dir(self.conf_dir)
+        path = netns.create(name, lo_up=False)
+        rec: dict[str, Any] = {
+            "name": name, "container_id": secrets.token_hex(32), "node": self.node,
+            "netns": path, "ifname": IFNAME, "network": netconf.name,
+            "conf": netconf.source, "cni_version": netconf.cni_version,
+            "status": "creating", "containers": [],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        self._save(rec)  # a crash from here on is cleaned up by `pod del`
+        try:
+            self.runtime.add(cni.loopback(), self._rt(rec, "lo"))
+            result = self.runtime.add(netconf, self._rt(rec))
             rec.update(cni.summarize(result, IFNAME), interfaces=result.get("interfaces", []),
                        ips=result.get("ips", []), cni_result=result)
             self._fill_from_links(rec)
             self._save(rec)
-            try:
-                for spec in specs:
-                    rec["containers"].append(self._start(rec, spec))
-                    self._save(rec)
-                self._wait_ready(rec, ready_timeout)
-            except Exception as e:
-                self._undo(rec, netconf, rec["containers"])
-                raise e
-            rec["status"] = "running"
-            self._save(rec)
-            return self._with_liveness(rec)
+            for spec in specs:
+                rec["containers"].append(self._start(rec, spec))
+                self._save(rec)
+        except Exception:
+            self._undo(rec, netconf, rec["containers"])
+            raise
+        return rec, netconf
 
     def _fill_from_links(self, rec: dict[str, Any]) -> None:
         """Take ip/mac from the interface itself when the CNI result left them out."""
@@ -308,8 +338,7 @@ class PodManager:
         return {"name": spec.name, "kind": spec.kind, "port": spec.port, "argv": argv,
                 "pid": pid, "start_ticks": _start_ticks(pid), "log": log}
 
-    def _wait_ready(self, rec: dict[str, Any], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    def _wait_ready(self, rec: dict[str, Any], timeout: float, deadline: float) -> None:
         for c in rec["containers"]:
             while True:
                 if not _owned(c, rec["netns"]):
@@ -322,7 +351,7 @@ class PodManager:
                 if time.monotonic() > deadline:
                     raise PodError(f"pod {rec['name']}: container {c['name']} did not answer "
                                    f"on localhost:{c['port']} within {timeout:g}s")
-                time.sleep(0.1)
+                time.sleep(0.02)
 
     def _undo(self, rec: dict[str, Any], netconf: cni.NetworkConfigList,
               containers: list[dict[str, Any]]) -> None:
@@ -332,6 +361,7 @@ class PodManager:
                 _stop(c, rec["netns"])
         with contextlib.suppress(Exception):
             self.runtime.delete(netconf, self._rt(rec))
+        self._del_loopback(rec)
         with contextlib.suppress(Exception):
             netns.delete(rec["netns"])
         self._state_path(rec["name"]).unlink(missing_ok=True)
@@ -367,6 +397,7 @@ class PodManager:
             netconf = self._netconf_for(rec, warnings)
             if netconf is not None:
                 self.runtime.delete(netconf, self._rt(rec))
+            self._del_loopback(rec)
             netns.delete(rec["netns"])
             self._state_path(name).unlink(missing_ok=True)
             for c in rec.get("containers", []):

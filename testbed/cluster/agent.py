@@ -46,6 +46,12 @@ class NodeAgent:
         result: dict[str, Any] = self.call(*args)
         return result
 
+    def pod_add_many(self, pods: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
+        """Create several pods in one agent call; their workloads boot side by side."""
+        arg = json.dumps([{"name": name, "containers": specs} for name, specs in pods])
+        result: list[dict[str, Any]] = self.call("pod", "add-many", arg)
+        return result
+
     def pod_del(self, name: str) -> Any:
         """Delete a pod (processes, CNI DEL, netns)."""
         return self.call("pod", "del", name)

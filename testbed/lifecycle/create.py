@@ -210,16 +210,16 @@ def wait_cni(ctx: UpContext) -> None:
 
 
 def deploy_pods(ctx: UpContext) -> None:
-    """The scenario's pods, all in parallel (the CNI plugins lock their own state)."""
+    """The scenario's pods: one agent call per node, all nodes in parallel."""
     nodes = {n.index: n.name for n in ctx.nodes}
-    work = [(nodes[node_index], pod, [c.agent_spec() for c in dep.containers])
-            for pod, node_index, dep in ctx.scenario.pods()]
-
-    def deploy(item: tuple[str, str, list[str]]) -> dict[str, Any]:
-        node, pod, specs = item
-        return NodeAgent(ctx.provider, node).pod_add(pod, specs)
-
-    ctx.pods = parallel(deploy, work)
+    order = {pod: i for i, (pod, _, _) in enumerate(ctx.scenario.pods())}
+    per_node: dict[str, list[tuple[str, list[str]]]] = {}
+    for pod, node_index, dep in ctx.scenario.pods():
+        per_node.setdefault(nodes[node_index], []).append(
+            (pod, [c.agent_spec() for c in dep.containers]))
+    added = parallel(lambda item: NodeAgent(ctx.provider, item[0]).pod_add_many(item[1]),
+                     list(per_node.items()))
+    ctx.pods = sorted((p for batch in added for p in batch), key=lambda p: order[p["name"]])
 
 
 def apply_policies(ctx: UpContext) -> None:
