@@ -198,6 +198,9 @@ class Scenario(_Model):
     network_policies: list[NetworkPolicy] = Field(default_factory=list,
                                                   alias="networkPolicies")
     load: LoadProfile = Field(default_factory=LoadProfile)
+    # The edge: an internet network (outside client, echo server) the nodes join, and the
+    # ingress on node 1. `edge: false` gives a bare kind-like cluster: nodes, CNI, pods.
+    edge: bool = True
 
     @model_validator(mode="after")
     def _references(self) -> Scenario:
@@ -221,6 +224,9 @@ class Scenario(_Model):
                                  "deployment")
             if s.type == "ClusterIP" and any(p.node_port for p in s.ports):
                 raise ValueError(f"service {s.name}: nodePort needs type NodePort")
+        if self.ingress and not self.edge:
+            raise ValueError("ingress rules need the edge: remove `edge: false` or the "
+                             "ingress rules")
         for rule in self.ingress:
             for p in rule.paths:
                 if p.service not in svcs:

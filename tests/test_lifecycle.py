@@ -83,6 +83,30 @@ def test_up_and_down_through_the_cli(built: dict[str, str], provider: DockerProv
     assert _leftovers(provider, name) == []
 
 
+@pytest.mark.docker
+def test_a_scenario_without_edge_makes_a_bare_cluster(built: dict[str, str],
+                                                      provider: DockerProvider) -> None:
+    name = cluster_name("bare")
+    res = run_cli("up", "bench", "--nodes", "2", "--name", name, "--build", "reference")
+    assert res.returncode == 0, res.stderr
+    try:
+        assert "ingress" not in res.stderr and "internet" not in res.stderr
+        roles = {c.role for c in provider.containers(name)}
+        assert roles == {"datastore", "node", "cni"}, roles
+        assert [n.name for n in provider.client.networks.list(
+            filters={"label": f"{LABEL_CLUSTER}={name}"})] == [f"{name}-net"]
+        res = run_cli("check", name, "--json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        cases = json.loads(res.stdout)["cases"]
+        passed = {c["path"] for c in cases if c["status"] == "pass"}
+        assert {"pod-to-pod-same-node", "pod-to-pod-cross-node"} <= passed, passed
+        assert not any(c["status"] == "fail" for c in cases)
+        assert all(c["status"] == "skip" for c in cases if c["path"] == "pod-to-outside")
+    finally:
+        assert run_cli("down", name).returncode == 0
+    assert _leftovers(provider, name) == []
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (["up", "--cni", "cilium"], "unknown CNI 'cilium': choose one of flannel"),
     (["up", "--cni", "flannel:ipip"], "unknown backend 'ipip' for flannel"),

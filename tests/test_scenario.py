@@ -40,6 +40,7 @@ def test_every_shipped_scenario_is_valid(name: str) -> None:
     ({"serviceCIDR": "10.244.0.0/16", "cni": {"name": "flannel", "podCIDR": "10.244.0.0/16"}},
      "overlaps the pod CIDR"),
     ({"nodes": 0}, "nodes"),
+    ({"edge": False}, "ingress rules need the edge"),
     ({"colour": "blue"}, "colour"),
     ({"deployments": [{"name": "a", "containers": [{"name": "x", "port": 70000}]}],
       "services": [], "ingress": [], "networkPolicies": []}, "port"),

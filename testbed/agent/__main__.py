@@ -118,6 +118,9 @@ def build_parser() -> Parser:
 
     ready = sub.add_parser("ready", help="wait for a CNI config and its plugins")
     ready.add_argument("--timeout", type=_seconds, default=0.0)
+    ready.add_argument("--file", dest="files", action="append", default=[], metavar="PATH",
+                       help="a file the CNI daemon writes when ready; must be non-empty "
+                       "(repeatable)")
     sub.add_parser("setup", help="node start-up chores")
     return p
 
@@ -137,7 +140,7 @@ def run(args: argparse.Namespace) -> Any:
     if args.cmd == "setup":
         return node.setup(bin_dir=paths[0])
     if args.cmd == "ready":
-        return node.wait_ready(args.conf_dir, paths, args.timeout)
+        return node.wait_ready(args.conf_dir, paths, args.timeout, tuple(args.files))
     runtime = cni.CniRuntime(paths)
     mgr = pods.PodManager(runtime, conf_dir=args.conf_dir)
     if args.cmd == "cni":

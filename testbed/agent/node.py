@@ -27,35 +27,47 @@ def setup(bin_dir: str = cni.DEFAULT_CNI_PATH, source: str = DEBIAN_PLUGIN_DIR,
         if not (plugin.is_file() and os.access(plugin, os.X_OK)):
             continue
         dest = Path(bin_dir, plugin.name)
-        if os.path.lexists(dest):
+        try:  # a CNI's init container may be writing the same directory right now
+            dest.symlink_to(plugin)
+        except FileExistsError:
             kept.append(plugin.name)
             continue
-        dest.symlink_to(plugin)
         linked.append(plugin.name)
     return {"bin_dir": bin_dir, "source": source, "linked": linked, "kept": kept,
             "created_dirs": made}
 
 
-def readiness(conf_dir: str, paths: list[str]) -> dict[str, Any]:
-    """One look: is there a configuration, and is every plugin it names executable?"""
+def readiness(conf_dir: str, paths: list[str], files: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One look: the CNI daemon's files are written, there is a configuration, and every
+    plugin it names is executable."""
+    absent = [f for f in files if not _non_empty(f)]
     try:
         netconf = cni.load_dir(conf_dir)
     except cni.CniError as e:
         return {"ready": False, "conf": None, "network": None, "missing": [],
-                "reason": str(e)}
+                "missing_files": absent, "reason": str(e)}
     missing = [t for t in netconf.plugin_types() if cni.find_plugin(t, paths) is None]
-    reason = f"plugins not in {os.pathsep.join(paths)}: {', '.join(missing)}" if missing else ""
-    return {"ready": not missing, "conf": netconf.source, "network": netconf.name,
+    reason = "; ".join(
+        ([f"plugins not in {os.pathsep.join(paths)}: {', '.join(missing)}"] if missing else [])
+        + ([f"not written yet: {', '.join(absent)}"] if absent else []))
+    return {"ready": not (missing or absent), "conf": netconf.source, "network": netconf.name,
             "cni_version": netconf.cni_version, "plugins": netconf.plugin_types(),
-            "missing": missing, "reason": reason}
+            "missing": missing, "missing_files": absent, "reason": reason}
 
 
-def wait_ready(conf_dir: str, paths: list[str], timeout: float,
-               interval: float = 0.5) -> dict[str, Any]:
+def _non_empty(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False
+
+
+def wait_ready(conf_dir: str, paths: list[str], timeout: float, files: tuple[str, ...] = (),
+               interval: float = 0.05) -> dict[str, Any]:
     """Poll `readiness` until ready or `timeout` seconds passed."""
     start = time.monotonic()
     while True:
-        state = readiness(conf_dir, paths)
+        state = readiness(conf_dir, paths, files)
         waited = time.monotonic() - start
         if state["ready"] or waited >= timeout:
             state["waited_s"] = round(waited, 2)

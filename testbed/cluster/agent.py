@@ -34,9 +34,10 @@ class NodeAgent:
         """Node start-up chores (plugin links, state dirs)."""
         return self.call("setup")
 
-    def ready(self, timeout: float) -> Any:
-        """Wait until a conflist and its plugins are in place."""
-        return self.call("ready", "--timeout", str(timeout))
+    def ready(self, timeout: float, files: tuple[str, ...] = ()) -> Any:
+        """Wait until `files` are written and a conflist and its plugins are in place."""
+        return self.call("ready", "--timeout", str(timeout),
+                         *(a for f in files for a in ("--file", f)))
 
     def pod_add(self, name: str, containers: list[str]) -> dict[str, Any]:
         """Create a pod (netns + CNI ADD + its processes)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ from testbed.constants import (
     SCENARIO_KEY,
 )
 from testbed.edge import up as edge
-from testbed.errors import UserError
+from testbed.errors import StepError, UserError
 from testbed.images.select import Selection, check_overrides, select
 from testbed.lifecycle import pipeline
 from testbed.lifecycle.wait import parallel, until
@@ -106,40 +107,14 @@ def start_etcd(ctx: UpContext) -> None:
 
 
 def wait_etcd(ctx: UpContext) -> None:
-    """etcd answers a health check (it booted while the nodes started)."""
+    """etcd answers a health check."""
     name = model.etcd_name(ctx.name)
 
     def healthy() -> bool:
         return ctx.provider.exec(name, ["etcdctl", "endpoint", "health"]).exit_code == 0
 
-    until(healthy, ETCD_TIMEOUT, "etcd to become healthy", lambda: ctx.provider.logs(name))
-
-
-def start_etcd_and_nodes(ctx: UpContext) -> None:
-    """etcd and the nodes start together; nobody needs etcd before the CNI config step."""
-    parallel(lambda fn: fn(ctx), [start_etcd, start_nodes])
-
-
-def start_nodes(ctx: UpContext) -> None:
-    """N node containers in parallel: explicit capabilities and sysctls, never --privileged."""
-
-    def start(index: int) -> NodeRef:
-        name = model.node_name(ctx.name, index)
-        vols = {logical: ctx.provider.create_volume(f"{name}-{logical}", ctx.name, "node")
-                for logical in ctx.cni.node_volumes}
-        info = ctx.provider.run(edge.on_edge_node(index, ContainerSpec(
-            name=name, image=ctx.tags["node"], cluster=ctx.name, role="node",
-            hostname=name, network=model.network_name(ctx.name),
-            labels={**ctx.labels(), LABEL_NODE: name},
-            env={"NODE_NAME": name},
-            volumes={vols[k]: path for k, path in ctx.cni.node_volumes.items()},
-            cap_add=NODE_CAPS, security_opt=NODE_SECURITY_OPT, sysctls=NODE_SYSCTLS,
-            init=True,
-        )))
-        NodeAgent(ctx.provider, name).setup()
-        return NodeRef(name=name, index=index, ip=info.ip or "", volumes=vols)
-
-    ctx.nodes = parallel(start, range(1, ctx.scenario.nodes + 1))
+    until(healthy, ETCD_TIMEOUT, "etcd to become healthy", lambda: ctx.provider.logs(name),
+          interval=0.1)
 
 
 def configure_datastore(ctx: UpContext) -> None:
@@ -153,19 +128,77 @@ def configure_datastore(ctx: UpContext) -> None:
             raise UserError(f"etcd rejected {key}: {res.stderr.strip()}")
 
 
-def install_cni(ctx: UpContext) -> None:
-    """Init containers copy plugins into each node; the conflist goes to /etc/cni/net.d."""
-    cluster = ctx.ref
+def node_volumes(ctx: UpContext, index: int) -> dict[str, str]:
+    """The node's volumes (CNI binaries, CNI state): logical name -> volume name."""
+    name = model.node_name(ctx.name, index)
+    return {logical: ctx.provider.create_volume(f"{name}-{logical}", ctx.name, "node")
+            for logical in ctx.cni.node_volumes}
 
-    def install(node: NodeRef) -> None:
-        for spec in ctx.cni.install_specs(cluster, node):
-            res = ctx.provider.run_once(spec)
-            if res.exit_code != 0:
-                raise UserError(f"{spec.name} failed: {(res.stderr or res.stdout).strip()}")
-        conf = json.dumps(ctx.cni.conflist(cluster, node), indent=2)
-        ctx.provider.put_file(node.name, f"{CNI_CONF_DIR}/{ctx.cni.conflist_name}", conf)
 
-    parallel(install, ctx.nodes)
+def start_node(ctx: UpContext, index: int, vols: dict[str, str]) -> NodeRef:
+    """One node container: explicit capabilities and sysctls, never --privileged."""
+    name = model.node_name(ctx.name, index)
+    spec = ContainerSpec(
+        name=name, image=ctx.tags["node"], cluster=ctx.name, role="node",
+        hostname=name, network=model.network_name(ctx.name),
+        labels={**ctx.labels(), LABEL_NODE: name},
+        env={"NODE_NAME": name},
+        volumes={vols[k]: path for k, path in ctx.cni.node_volumes.items()},
+        cap_add=NODE_CAPS, security_opt=NODE_SECURITY_OPT, sysctls=NODE_SYSCTLS,
+        init=True,
+    )
+    info = ctx.provider.run(edge.on_edge_node(index, spec) if ctx.scenario.edge else spec)
+    NodeAgent(ctx.provider, name).setup()
+    return NodeRef(name=name, index=index, ip=info.ip or "", volumes=vols)
+
+
+def install_plugins(ctx: UpContext, node: NodeRef) -> None:
+    """The DaemonSet's init containers: they need only the node's volumes (and, for calico's
+    conflist, etcd's address), so they run while the node container starts."""
+    for spec in ctx.cni.install_specs(ctx.ref, node):
+        res = ctx.provider.run_once(spec)
+        if res.exit_code != 0:
+            raise UserError(f"{spec.name} failed: {(res.stderr or res.stdout).strip()}")
+
+
+def write_conflist(ctx: UpContext, node: NodeRef) -> None:
+    """The CNI's conflist into the node's /etc/cni/net.d."""
+    conf = json.dumps(ctx.cni.conflist(ctx.ref, node), indent=2)
+    ctx.provider.put_file(node.name, f"{CNI_CONF_DIR}/{ctx.cni.conflist_name}", conf)
+
+
+def start_cluster(ctx: UpContext) -> None:
+    """etcd boots and takes the CNI's config while each node starts and gets its plugins.
+
+    Nothing waits for more than it needs: a node's init containers run beside the node
+    container itself, and no node waits for the others. The CNI module sees no nodes in
+    `ClusterRef.nodes` yet (its install and datastore keys must not need them).
+    """
+    n = ctx.scenario.nodes
+    with ThreadPoolExecutor(max_workers=2 * n + 2) as pool:
+        etcd_started = pool.submit(start_etcd, ctx)
+
+        def configure() -> None:
+            etcd_started.result()
+            configure_datastore(ctx)
+
+        def install(index: int, vols: dict[str, str]) -> None:
+            etcd_started.result()
+            install_plugins(ctx, NodeRef(name=model.node_name(ctx.name, index), index=index,
+                                         ip="", volumes=vols))
+
+        def node(index: int) -> NodeRef:
+            vols = node_volumes(ctx, index)
+            installed = pool.submit(install, index, vols)
+            ref = start_node(ctx, index, vols)
+            installed.result()
+            write_conflist(ctx, ref)
+            return ref
+
+        configured = pool.submit(configure)
+        nodes = [pool.submit(node, i) for i in range(1, n + 1)]
+        ctx.nodes = [f.result() for f in nodes]
+        configured.result()
 
 
 def start_cni(ctx: UpContext) -> None:
@@ -177,49 +210,42 @@ def start_cni(ctx: UpContext) -> None:
     parallel(ctx.provider.run, specs)
 
 
-def install_and_start_cni(ctx: UpContext) -> None:
-    """Plugins are needed only once pods are added, so install and daemons go together."""
-    parallel(lambda fn: fn(ctx), [install_cni, start_cni])
+def wait_cni(ctx: UpContext, node: NodeRef) -> None:
+    """One node's CNI is ready: its daemon's files are written, the conflist's plugins are
+    installed, and the daemon's own readiness check passes."""
+    daemons = [s.name for s in ctx.cni.daemon_specs(ctx.ref, node)]
+
+    def logs() -> str:
+        return "\n".join(ctx.provider.logs(d, 30) for d in daemons)
+
+    state = NodeAgent(ctx.provider, node.name).ready(CNI_TIMEOUT, ctx.cni.ready_files)
+    if not state.get("ready"):
+        raise StepError(f"timed out after {CNI_TIMEOUT:.0f}s waiting for {ctx.cni.name} on "
+                        f"{node.name}: {state.get('reason')}\n--- last logs ---\n{logs()}")
+    until(lambda: ctx.cni.ready(ctx.provider, node.name), CNI_TIMEOUT,
+          f"{ctx.cni.name} on {node.name} to report ready", logs, interval=0.1)
+
+
+def deploy_pods(ctx: UpContext) -> None:
+    """Each node's pods in one agent call, as soon as that node's CNI is ready."""
+    order = {pod: i for i, (pod, _, _) in enumerate(ctx.scenario.pods())}
+    per_node: dict[int, list[tuple[str, list[str]]]] = {n.index: [] for n in ctx.nodes}
+    for pod, node_index, dep in ctx.scenario.pods():
+        per_node[node_index].append((pod, [c.agent_spec() for c in dep.containers]))
+
+    def deploy(node: NodeRef) -> list[dict[str, Any]]:
+        wait_cni(ctx, node)
+        batch = per_node[node.index]
+        return NodeAgent(ctx.provider, node.name).pod_add_many(batch) if batch else []
+
+    added = parallel(deploy, ctx.nodes)
+    ctx.pods = sorted((p for batch in added for p in batch), key=lambda p: order[p["name"]])
 
 
 def deploy_pods_and_internet(ctx: UpContext) -> None:
     """Pods, while the nodes join the internet network beside them (eth1 after the CNI)."""
-    parallel(lambda fn: fn(ctx), [deploy_pods, edge.attach_nodes])
-
-
-def wait_cni(ctx: UpContext) -> None:
-    """Every node's CNI is ready: its files exist and the conflist's plugins are installed."""
-    cluster = ctx.ref
-
-    def ready(node: NodeRef) -> None:
-        daemons = [s.name for s in ctx.cni.daemon_specs(cluster, node)]
-
-        def logs() -> str:
-            return "\n".join(ctx.provider.logs(d, 30) for d in daemons)
-
-        for path in ctx.cni.ready_files:
-            def exists(p: str = path) -> bool:
-                return ctx.provider.exec(node.name, ["test", "-s", p]).exit_code == 0
-
-            until(exists, CNI_TIMEOUT, f"{path} on {node.name}", logs)
-        until(lambda: ctx.cni.ready(ctx.provider, node.name), CNI_TIMEOUT,
-              f"{ctx.cni.name} on {node.name} to report ready", logs)
-        NodeAgent(ctx.provider, node.name).ready(CNI_TIMEOUT)
-
-    parallel(ready, ctx.nodes)
-
-
-def deploy_pods(ctx: UpContext) -> None:
-    """The scenario's pods: one agent call per node, all nodes in parallel."""
-    nodes = {n.index: n.name for n in ctx.nodes}
-    order = {pod: i for i, (pod, _, _) in enumerate(ctx.scenario.pods())}
-    per_node: dict[str, list[tuple[str, list[str]]]] = {}
-    for pod, node_index, dep in ctx.scenario.pods():
-        per_node.setdefault(nodes[node_index], []).append(
-            (pod, [c.agent_spec() for c in dep.containers]))
-    added = parallel(lambda item: NodeAgent(ctx.provider, item[0]).pod_add_many(item[1]),
-                     list(per_node.items()))
-    ctx.pods = sorted((p for batch in added for p in batch), key=lambda p: order[p["name"]])
+    parallel(lambda fn: fn(ctx), [deploy_pods, edge.attach_nodes] if ctx.scenario.edge
+             else [deploy_pods])
 
 
 def apply_policies(ctx: UpContext) -> None:
@@ -228,23 +254,31 @@ def apply_policies(ctx: UpContext) -> None:
         ctx.cni.apply_policies(ctx.provider, ctx.name, ctx.scenario)
 
 
+def start_edge(ctx: UpContext) -> None:
+    """The ingress, when the scenario has an edge."""
+    if ctx.scenario.edge:
+        edge.start_edge(ctx)
+
+
 def steps(ctx: UpContext) -> list[pipeline.Step[UpContext]]:
     """The whole of `up`, in order."""
-    n = ctx.scenario.nodes
+    n, cni = ctx.scenario.nodes, ctx.cni.name
+    pods = len(ctx.scenario.pods())
     return [
         pipeline.Step("Ensuring node images", ensure_images),
         pipeline.Step(f"Creating network {model.network_name(ctx.name)}", create_network),
-        pipeline.Step(f"Starting etcd and {n} node{'s' if n > 1 else ''}", start_etcd_and_nodes),
-        pipeline.Step("Writing CNI config to etcd", configure_datastore),
-        pipeline.Step(f"Installing CNI ({ctx.cni.name}) and starting its daemons "
-                      f"({ctx.backend})", install_and_start_cni),
-        pipeline.Step("Waiting for the CNI to be ready", wait_cni),
-        pipeline.Step(f"Deploying {len(ctx.scenario.pods())} pods; wiring the internet network",
+        pipeline.Step(f"Starting etcd and {n} node{'s' if n > 1 else ''}, installing {cni}",
+                      start_cluster),
+        pipeline.Step(f"Starting {cni} daemons ({ctx.backend})", start_cni),
+        pipeline.Step(f"Deploying {pods} pods as each node's {cni} becomes ready"
+                      + ("; wiring the internet network" if ctx.scenario.edge else ""),
                       deploy_pods_and_internet),
-        pipeline.Step("Programming services", program_services),
-        pipeline.Step("Applying network policies", apply_policies),
-        pipeline.Step("Starting the edge (ingress, outside client, echo server)",
-                      edge.start_edge),
+        *([pipeline.Step("Programming services", program_services)]
+          if ctx.scenario.services else []),
+        *([pipeline.Step("Applying network policies", apply_policies)]
+          if ctx.scenario.network_policies and ctx.cni.enforces_policy else []),
+        *([pipeline.Step("Starting the edge (ingress)", start_edge)]
+          if ctx.scenario.edge else []),
     ]
 
 

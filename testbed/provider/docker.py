@@ -183,9 +183,11 @@ class DockerProvider:
     def exec(self, container: str, argv: list[str], env: dict[str, str] | None = None,
              user: str = "") -> ExecResult:
         """Run argv inside a running container and collect its output."""
+        api = self.client.api  # by name: no inspect of the container first
         try:
-            c = self.client.containers.get(container)
-            code, (out, err) = c.exec_run(argv, environment=env, demux=True, user=user)
+            exec_id = api.exec_create(container, argv, environment=env, user=user)["Id"]
+            out, err = api.exec_start(exec_id, demux=True)
+            code = api.exec_inspect(exec_id).get("ExitCode")
         except docker.errors.NotFound as e:
             raise ProviderError(f"container {container} is gone") from e
         except docker.errors.APIError as e:
@@ -225,8 +227,8 @@ class DockerProvider:
             info.size, info.mode, info.mtime = len(data), mode, int(time.time())
             tar.addfile(info, io.BytesIO(data))
         try:
-            ok = self.client.containers.get(container).put_archive(
-                posixpath.dirname(path), buf.getvalue())
+            ok = self.client.api.put_archive(container, posixpath.dirname(path),
+                                             buf.getvalue())
         except docker.errors.APIError as e:
             raise ProviderError(f"cannot write {path} in {container}: {e.explanation}") from e
         if not ok:

@@ -66,6 +66,6 @@ def program_services(ctx: UpContext) -> None:
             tail = ctx.provider.exec(node, ["tail", "-n", "20", DAEMON_LOG]).stdout
             return f"last status: {last}\n{tail}"
 
-        until(synced, SYNC_TIMEOUT, f"the service rules on {node}", logs, interval=0.5)
+        until(synced, SYNC_TIMEOUT, f"the service rules on {node}", logs, interval=0.2)
 
     parallel(converge, [n.name for n in ctx.nodes])
