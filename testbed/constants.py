@@ -17,6 +17,8 @@ MAX_NODES = 16
 # Inside node containers: where the agent lives and how it is invoked.
 AGENT_ROOT = "/opt/testbed"
 AGENT_CMD = ["python3", "-m", "testbed.agent"]
+# What the node's start-up chores (`agent setup`, run as the node boots) printed.
+NODE_SETUP_LOG = "/run/testbed-setup.json"
 CNI_BIN_DIR = "/opt/cni/bin"
 CNI_CONF_DIR = "/etc/cni/net.d"
 
@@ -34,5 +36,8 @@ NODE_SYSCTLS = {
     "net.ipv4.ip_forward": "1",
     "net.ipv4.conf.all.rp_filter": "0",
     "net.ipv4.conf.default.rp_filter": "0",
+    # An IPv4 cluster: no IPv6 on the node's interfaces, nor on those made later (cni0,
+    # flannel.1, pod veths), so no DAD, MLD or router solicitations on the dataplane.
     "net.ipv6.conf.all.disable_ipv6": "1",
+    "net.ipv6.conf.default.disable_ipv6": "1",
 }

@@ -87,6 +87,11 @@ def build_parser() -> Parser:
     many.add_argument("pods", type=_pod_list, metavar="JSON",
                       help='[{"name": NAME, "containers": [SPEC, ...]}, ...]')
     many.add_argument("--ready-timeout", type=_seconds, default=15.0)
+    many.add_argument("--wait-cni", type=_seconds, default=0.0, metavar="SECONDS",
+                      help="first wait up to SECONDS for the CNI (as `ready`)")
+    many.add_argument("--cni-file", dest="cni_files", action="append", default=[],
+                      metavar="PATH", help="with --wait-cni: a file the CNI daemon writes "
+                      "when ready (repeatable)")
     for name, text in (("del", "delete a pod (idempotent)"), ("show", "one pod's record")):
         pod.add_parser(name, help=text).add_argument("name")
     pod.add_parser("list", help="every pod on this node")
@@ -143,6 +148,11 @@ def run(args: argparse.Namespace) -> Any:
         return node.wait_ready(args.conf_dir, paths, args.timeout, tuple(args.files))
     runtime = cni.CniRuntime(paths)
     mgr = pods.PodManager(runtime, conf_dir=args.conf_dir)
+    if args.cmd == "pod" and args.pod_cmd == "add-many" and args.wait_cni:
+        state = node.wait_ready(args.conf_dir, paths, args.wait_cni, tuple(args.cni_files))
+        if not state["ready"]:
+            raise AgentError(f"the CNI is not ready after {args.wait_cni:g}s: "
+                             f"{state['reason']}")
     if args.cmd == "cni":
         if args.cni_cmd == "version":
             info = runtime.version(args.plugin, args.cni_version)

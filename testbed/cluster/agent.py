@@ -47,10 +47,16 @@ class NodeAgent:
         result: dict[str, Any] = self.call(*args)
         return result
 
-    def pod_add_many(self, pods: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
-        """Create several pods in one agent call; their workloads boot side by side."""
+    def pod_add_many(self, pods: list[tuple[str, list[str]]], wait_cni: float = 0.0,
+                     cni_files: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Create several pods in one agent call; their workloads boot side by side.
+
+        With `wait_cni`, the same call first waits for the CNI as `ready` does.
+        """
         arg = json.dumps([{"name": name, "containers": specs} for name, specs in pods])
-        result: list[dict[str, Any]] = self.call("pod", "add-many", arg)
+        wait = ["--wait-cni", str(wait_cni), *(a for f in cni_files for a in ("--cni-file", f))
+                ] if wait_cni else []
+        result: list[dict[str, Any]] = self.call("pod", "add-many", arg, *wait)
         return result
 
     def pod_del(self, name: str) -> Any:

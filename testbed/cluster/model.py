@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass
@@ -35,6 +36,12 @@ def node_name(cluster: str, index: int) -> str:
 def etcd_name(cluster: str) -> str:
     """`<cluster>-etcd`."""
     return f"{cluster}-etcd"
+
+
+def etcd_address(subnet: str) -> str:
+    """etcd's fixed address on the node network: the last host of the subnet (Docker hands
+    out the lower half only), so every endpoint is known before any container starts."""
+    return str(ipaddress.ip_network(subnet).broadcast_address - 1)
 
 
 def network_name(cluster: str) -> str:

@@ -49,6 +49,8 @@ class Cni(ABC):
     node_volumes: dict[str, str] = {"cni-bin": "/opt/cni/bin"}
     # Files in the node that exist once the CNI daemon is ready.
     ready_files: tuple[str, ...] = ()
+    # Whether `ready` checks more than `ready_files` (e.g. the daemon's readiness probe).
+    has_ready_check: bool = False
     conflist_name: str = "10-cni.conflist"
     # Whether the CNI enforces Kubernetes NetworkPolicy (Calico's felix does; Flannel does not).
     enforces_policy: bool = False

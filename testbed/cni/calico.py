@@ -110,6 +110,7 @@ class Calico(Cni):
     }
     # calico/node's start-up writes nodename; felix writes mtu once it has a dataplane.
     ready_files = ("/var/lib/calico/nodename", "/var/lib/calico/mtu")
+    has_ready_check = True
     conflist_name = "10-calico.conflist"
     default_pod_cidr = DEFAULT_POOL_CIDR
     enforces_policy = True

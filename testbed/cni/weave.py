@@ -132,6 +132,7 @@ class Weave(Cni):
     # Bridge `weave` exists once weaver has set up its datapath (upstream's launch.sh reads
     # its MAC from this file); weaver answers GET /status right after.
     ready_files = (f"/sys/class/net/{BRIDGE}/address",)
+    has_ready_check = True
     conflist_name = "10-weave.conflist"
     default_pod_cidr = DEFAULT_RANGE
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING
 
 from testbed.cluster import model
@@ -55,9 +54,9 @@ def on_edge_node(index: int, spec: ContainerSpec) -> ContainerSpec:
     return spec
 
 
-def attach_nodes(ctx: UpContext) -> None:
-    """An internal network is the internet: no route off this host; nodes join it as eth1,
-    and an outside client and an echo server live on it."""
+def start_internet(ctx: UpContext) -> None:
+    """An internal network is the internet: no route off this host. An outside client and an
+    echo server live on it; the nodes join it later (`join_internet`)."""
     provider, name = ctx.provider, ctx.name
     net = internet_network(name)
     provider.create_network(net, name, "network", internal=True, avoid=ctx.reserved_cidrs())
@@ -71,10 +70,12 @@ def attach_nodes(ctx: UpContext) -> None:
         command=["python3", "-m", "testbed.agent.workload", "--port", str(ECHO_PORT),
                  "--pod", "internet-echo", "--container", "echo", "--node", echo_name(name)],
     )]
-    jobs: list[Callable[[], object]] = [
-        *(partial(provider.connect, n.name, net) for n in ctx.nodes),
-        *(partial(provider.run, spec) for spec in outside)]
-    parallel(lambda job: job(), jobs)
+    parallel(provider.run, outside)
+
+
+def join_internet(ctx: UpContext, node: str) -> None:
+    """A node joins the internet as eth1, once its CNI has settled on eth0."""
+    ctx.provider.connect(node, internet_network(ctx.name))
 
 
 def start_edge(ctx: UpContext) -> None:

@@ -12,6 +12,7 @@ from testbed.cluster import model
 from testbed.cluster.agent import NodeAgent
 from testbed.cni import ClusterRef, Cni, NodeRef
 from testbed.constants import (
+    AGENT_CMD,
     CNI_CONF_DIR,
     ETCD_PORT,
     LABEL_BACKEND,
@@ -21,6 +22,7 @@ from testbed.constants import (
     LABEL_NODE,
     NODE_CAPS,
     NODE_SECURITY_OPT,
+    NODE_SETUP_LOG,
     NODE_SYSCTLS,
     SCENARIO_KEY,
 )
@@ -88,44 +90,45 @@ def ensure_images(ctx: UpContext) -> None:
 
 
 def create_network(ctx: UpContext) -> None:
-    """One bridge network: the nodes' shared L2 segment."""
-    ctx.provider.create_network(model.network_name(ctx.name), ctx.name, "network",
-                                avoid=ctx.reserved_cidrs())
+    """One bridge network: the nodes' shared L2 segment, with etcd's address fixed on it."""
+    subnet = ctx.provider.create_network(model.network_name(ctx.name), ctx.name, "network",
+                                         avoid=ctx.reserved_cidrs())
+    ctx.etcd_ip = model.etcd_address(subnet)
 
 
 def start_etcd(ctx: UpContext) -> None:
     """The real etcd; it boots while the nodes start, and is health-checked before use."""
     name = model.etcd_name(ctx.name)
-    info = ctx.provider.run(ContainerSpec(
+    ctx.provider.run(ContainerSpec(
         name=name, image=ctx.tags["etcd"], cluster=ctx.name, role="datastore",
-        network=model.network_name(ctx.name), hostname=name, labels=ctx.labels(),
+        network=model.network_name(ctx.name), ip=ctx.etcd_ip, hostname=name,
+        labels=ctx.labels(),
         command=["--name=etcd", "--data-dir=/var/lib/etcd",
                  f"--listen-client-urls=http://0.0.0.0:{ETCD_PORT}",
                  f"--advertise-client-urls=http://{name}:{ETCD_PORT}"],
     ))
-    ctx.etcd_ip = info.ip or ""
-
-
-def wait_etcd(ctx: UpContext) -> None:
-    """etcd answers a health check."""
-    name = model.etcd_name(ctx.name)
-
-    def healthy() -> bool:
-        return ctx.provider.exec(name, ["etcdctl", "endpoint", "health"]).exit_code == 0
-
-    until(healthy, ETCD_TIMEOUT, "etcd to become healthy", lambda: ctx.provider.logs(name),
-          interval=0.1)
 
 
 def configure_datastore(ctx: UpContext) -> None:
-    """Write the scenario and the CNI's cluster-wide keys (e.g. flannel's config) to etcd."""
-    wait_etcd(ctx)
+    """Once etcd answers a health check, write the scenario and the CNI's cluster-wide keys
+    (e.g. flannel's config): one exec in the etcd container, the values passed as env."""
     keys = {SCENARIO_KEY: ctx.scenario.model_dump_json(by_alias=True),
             **ctx.cni.datastore_keys(ctx.ref)}
-    for key, value in keys.items():
-        res = ctx.provider.exec(model.etcd_name(ctx.name), ["etcdctl", "put", key, value])
-        if res.exit_code != 0:
-            raise UserError(f"etcd rejected {key}: {res.stderr.strip()}")
+    env = {f"K{i}": k for i, k in enumerate(keys)} | {f"V{i}": v
+                                                      for i, v in enumerate(keys.values())}
+    puts = " && ".join(f'etcdctl put "$K{i}" "$V{i}" >/dev/null' for i in range(len(keys)))
+    script = (f"deadline=$(( $(date +%s) + {ETCD_TIMEOUT:.0f} )); "
+              "until etcdctl endpoint health >/dev/null 2>&1; do "
+              '[ "$(date +%s)" -lt "$deadline" ] || { echo "etcd is not healthy" >&2; exit 3; }; '
+              f"sleep 0.05; done; {puts}")
+    name = model.etcd_name(ctx.name)
+    res = ctx.provider.exec(name, ["sh", "-c", script], env=env)
+    if res.exit_code == 3:
+        raise StepError(f"timed out after {ETCD_TIMEOUT:.0f}s waiting for etcd to become "
+                        f"healthy\n--- last logs ---\n{ctx.provider.logs(name).rstrip()}")
+    if res.exit_code != 0:
+        raise UserError(f"etcd rejected the CNI's keys ({', '.join(keys)}): "
+                        f"{res.stderr.strip()}")
 
 
 def node_volumes(ctx: UpContext, index: int) -> dict[str, str]:
@@ -143,18 +146,21 @@ def start_node(ctx: UpContext, index: int, vols: dict[str, str]) -> NodeRef:
         hostname=name, network=model.network_name(ctx.name),
         labels={**ctx.labels(), LABEL_NODE: name},
         env={"NODE_NAME": name},
+        # The node's start-up chores (plugin links, state dirs) run as it boots, and again
+        # on a restart; `ready` later waits for the plugins they link.
+        command=["sh", "-c", f"{' '.join(AGENT_CMD)} setup >{NODE_SETUP_LOG} 2>&1; "
+                 "exec sleep infinity"],
         volumes={vols[k]: path for k, path in ctx.cni.node_volumes.items()},
         cap_add=NODE_CAPS, security_opt=NODE_SECURITY_OPT, sysctls=NODE_SYSCTLS,
         init=True,
     )
     info = ctx.provider.run(edge.on_edge_node(index, spec) if ctx.scenario.edge else spec)
-    NodeAgent(ctx.provider, name).setup()
     return NodeRef(name=name, index=index, ip=info.ip or "", volumes=vols)
 
 
 def install_plugins(ctx: UpContext, node: NodeRef) -> None:
     """The DaemonSet's init containers: they need only the node's volumes (and, for calico's
-    conflist, etcd's address), so they run while the node container starts."""
+    conflist, etcd's fixed address), so they run while the node container starts."""
     for spec in ctx.cni.install_specs(ctx.ref, node):
         res = ctx.provider.run_once(spec)
         if res.exit_code != 0:
@@ -170,20 +176,19 @@ def write_conflist(ctx: UpContext, node: NodeRef) -> None:
 def start_cluster(ctx: UpContext) -> None:
     """etcd boots and takes the CNI's config while each node starts and gets its plugins.
 
-    Nothing waits for more than it needs: a node's init containers run beside the node
-    container itself, and no node waits for the others. The CNI module sees no nodes in
-    `ClusterRef.nodes` yet (its install and datastore keys must not need them).
+    Nothing waits for more than it needs: etcd's address is fixed, so a node's init
+    containers run beside the node container itself, and no node waits for the others or
+    for etcd. The CNI module sees no nodes in `ClusterRef.nodes` yet (its install and
+    datastore keys must not need them).
     """
     n = ctx.scenario.nodes
-    with ThreadPoolExecutor(max_workers=2 * n + 2) as pool:
-        etcd_started = pool.submit(start_etcd, ctx)
+    with ThreadPoolExecutor(max_workers=2 * n + 1) as pool:
 
         def configure() -> None:
-            etcd_started.result()
+            start_etcd(ctx)
             configure_datastore(ctx)
 
         def install(index: int, vols: dict[str, str]) -> None:
-            etcd_started.result()
             install_plugins(ctx, NodeRef(name=model.node_name(ctx.name, index), index=index,
                                          ip="", volumes=vols))
 
@@ -210,42 +215,70 @@ def start_cni(ctx: UpContext) -> None:
     parallel(ctx.provider.run, specs)
 
 
+def cni_logs(ctx: UpContext, node: NodeRef) -> str:
+    """The last lines of a node's CNI daemons and of its start-up chores."""
+    daemons = [s.name for s in ctx.cni.daemon_specs(ctx.ref, node)]
+    setup = ctx.provider.exec(node.name, ["cat", NODE_SETUP_LOG]).stdout.strip()
+    return "\n".join([*(ctx.provider.logs(d, 30) for d in daemons), f"node setup: {setup}"])
+
+
 def wait_cni(ctx: UpContext, node: NodeRef) -> None:
     """One node's CNI is ready: its daemon's files are written, the conflist's plugins are
     installed, and the daemon's own readiness check passes."""
-    daemons = [s.name for s in ctx.cni.daemon_specs(ctx.ref, node)]
-
-    def logs() -> str:
-        return "\n".join(ctx.provider.logs(d, 30) for d in daemons)
-
     state = NodeAgent(ctx.provider, node.name).ready(CNI_TIMEOUT, ctx.cni.ready_files)
     if not state.get("ready"):
         raise StepError(f"timed out after {CNI_TIMEOUT:.0f}s waiting for {ctx.cni.name} on "
-                        f"{node.name}: {state.get('reason')}\n--- last logs ---\n{logs()}")
+                        f"{node.name}: {state.get('reason')}\n--- last logs ---\n"
+                        f"{cni_logs(ctx, node)}")
     until(lambda: ctx.cni.ready(ctx.provider, node.name), CNI_TIMEOUT,
-          f"{ctx.cni.name} on {node.name} to report ready", logs, interval=0.1)
+          f"{ctx.cni.name} on {node.name} to report ready", lambda: cni_logs(ctx, node),
+          interval=0.1)
+
+
+def add_pods(ctx: UpContext, node: NodeRef, batch: list[tuple[str, list[str]]]
+             ) -> list[dict[str, Any]]:
+    """A node's pods once its CNI is ready: one agent call that waits for the CNI's files
+    and then adds the pods, unless the CNI has a readiness check of its own to pass first."""
+    agent = NodeAgent(ctx.provider, node.name)
+    if ctx.cni.has_ready_check:
+        wait_cni(ctx, node)
+        return agent.pod_add_many(batch) if batch else []
+    if not batch:
+        wait_cni(ctx, node)
+        return []
+    try:
+        return agent.pod_add_many(batch, wait_cni=CNI_TIMEOUT, cni_files=ctx.cni.ready_files)
+    except StepError as e:
+        raise StepError(f"{e}\n--- last logs ---\n{cni_logs(ctx, node)}") from e
 
 
 def deploy_pods(ctx: UpContext) -> None:
-    """Each node's pods in one agent call, as soon as that node's CNI is ready."""
+    """Each node's pods in one agent call as soon as that node's CNI is ready; with an edge,
+    the internet network starts meanwhile and each node joins it once its pods are in
+    (eth1 after the CNI has chosen eth0)."""
     order = {pod: i for i, (pod, _, _) in enumerate(ctx.scenario.pods())}
     per_node: dict[int, list[tuple[str, list[str]]]] = {n.index: [] for n in ctx.nodes}
     for pod, node_index, dep in ctx.scenario.pods():
         per_node[node_index].append((pod, [c.agent_spec() for c in dep.containers]))
+    n = len(ctx.nodes)
+    with ThreadPoolExecutor(max_workers=n + 1) as pool:
+        internet = pool.submit(edge.start_internet, ctx) if ctx.scenario.edge else None
 
-    def deploy(node: NodeRef) -> list[dict[str, Any]]:
-        wait_cni(ctx, node)
-        batch = per_node[node.index]
-        return NodeAgent(ctx.provider, node.name).pod_add_many(batch) if batch else []
+        def join(node: NodeRef) -> None:
+            if internet is not None:
+                internet.result()
+                edge.join_internet(ctx, node.name)
 
-    added = parallel(deploy, ctx.nodes)
-    ctx.pods = sorted((p for batch in added for p in batch), key=lambda p: order[p["name"]])
+        def deploy(node: NodeRef) -> list[dict[str, Any]]:
+            added = add_pods(ctx, node, per_node[node.index])
+            join(node)
+            return added
 
-
-def deploy_pods_and_internet(ctx: UpContext) -> None:
-    """Pods, while the nodes join the internet network beside them (eth1 after the CNI)."""
-    parallel(lambda fn: fn(ctx), [deploy_pods, edge.attach_nodes] if ctx.scenario.edge
-             else [deploy_pods])
+        batches = [pool.submit(deploy, node) for node in ctx.nodes]
+        added = [p for f in batches for p in f.result()]
+        if internet is not None:
+            internet.result()
+    ctx.pods = sorted(added, key=lambda p: order[p["name"]])
 
 
 def apply_policies(ctx: UpContext) -> None:
@@ -271,8 +304,7 @@ def steps(ctx: UpContext) -> list[pipeline.Step[UpContext]]:
                       start_cluster),
         pipeline.Step(f"Starting {cni} daemons ({ctx.backend})", start_cni),
         pipeline.Step(f"Deploying {pods} pods as each node's {cni} becomes ready"
-                      + ("; wiring the internet network" if ctx.scenario.edge else ""),
-                      deploy_pods_and_internet),
+                      + ("; starting the internet" if ctx.scenario.edge else ""), deploy_pods),
         *([pipeline.Step("Programming services", program_services)]
           if ctx.scenario.services else []),
         *([pipeline.Step("Applying network policies", apply_policies)]

@@ -19,6 +19,7 @@ class ContainerSpec:
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     network: str | None = None
+    ip: str | None = None  # a fixed address on `network` (from the upper half of its subnet)
     network_mode: str | None = None
     pid_mode: str | None = None
     hostname: str | None = None

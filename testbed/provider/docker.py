@@ -67,11 +67,13 @@ class DockerProvider:
 
     def create_network(self, name: str, cluster: str, role: str, internal: bool = False,
                        avoid: tuple[str, ...] = ()) -> str:
-        """A user-defined bridge network on a free /24 of the testbed's pool.
+        """A user-defined bridge network on a free /24 of the testbed's pool; its subnet.
 
         Docker's default pools include 192.168.0.0/16, Calico's default pod pool, so the
         subnet is chosen explicitly: outside `avoid` (pod and service CIDRs) and every
-        existing network. `internal` networks get no gateway and no route off the host.
+        existing network. Docker hands out addresses from the lower half only; the upper
+        half is for fixed ones (`ContainerSpec.ip`). `internal` networks get no route off
+        the host.
         """
         taken = [ipaddress.ip_network(c) for c in avoid]
         for net in self.client.networks.list():
@@ -83,10 +85,12 @@ class DockerProvider:
         for subnet in pool.subnets(new_prefix=24):
             if any(subnet.overlaps(t) for t in taken):
                 continue
+            dynamic = next(subnet.subnets(prefixlen_diff=1))
             ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
-                subnet=str(subnet), gateway=str(subnet.network_address + 1))])
+                subnet=str(subnet), iprange=str(dynamic),
+                gateway=str(subnet.network_address + 1))])
             try:
-                created = self.client.networks.create(
+                self.client.networks.create(
                     name, driver="bridge", labels=_labels(cluster, role), check_duplicate=True,
                     internal=internal, ipam=ipam)
             except docker.errors.APIError as e:
@@ -94,7 +98,7 @@ class DockerProvider:
                 if "overlap" in last.lower():  # another cluster took it meanwhile
                     continue
                 raise ProviderError(f"cannot create network {name}: {last}") from e
-            return str(created.id)
+            return str(subnet)
         raise ProviderError(f"cannot create network {name}: no free /24 left in {pool} "
                             f"(set TESTBED_SUBNET_POOL) {last}".strip())
 
@@ -146,6 +150,9 @@ class DockerProvider:
         else:
             kw["network"] = spec.network
             kw["hostname"] = spec.hostname
+            if spec.ip and spec.network:
+                kw["networking_config"] = {
+                    spec.network: self.client.api.create_endpoint_config(ipv4_address=spec.ip)}
             kw["ports"] = {p: (ip, hp) for p, (ip, hp) in spec.ports.items()} or None
         if spec.pid_mode:
             kw["pid_mode"] = spec.pid_mode
