@@ -391,9 +391,9 @@ class PodManager:
             if rec is None:
                 return {"name": name, "deleted": False, "reason": "no such pod"}
             warnings: list[str] = []
+            rec["status"] = "deleting"  # terminating first, as Kubernetes marks a pod, so
+            self._save(rec)  # the node's daemon drops it at once, not as a failing pod
             stopped = {c["name"]: _stop(c, rec["netns"]) for c in rec.get("containers", [])}
-            rec["status"] = "deleting"
-            self._save(rec)
             netconf = self._netconf_for(rec, warnings)
             if netconf is not None:
                 self.runtime.delete(netconf, self._rt(rec))
