@@ -45,6 +45,9 @@ def _no_clusters_named(prefix: str) -> bool:
     return not [n for n in DockerProvider().clusters() if n.startswith(prefix)]
 
 
+MTU = {"flannel:vxlan": 1450, "calico:bgp": 1500, "weave": 1376}
+
+
 @pytest.mark.parametrize("cni", ["flannel:vxlan", "calico:bgp", "weave"])
 def test_short_run_measures_every_path_and_stores_it(cni: str, tmp_path: Path,
                                                      built: dict[str, str]) -> None:
@@ -63,6 +66,11 @@ def test_short_run_measures_every_path_and_stores_it(cni: str, tmp_path: Path,
         ("pod-to-pod-cross-node", "tcp"), ("pod-to-service", "tcp"),
         ("pod-to-pod-cross-node", "udp")}
     assert all(t["gbit_s"] > 0 for t in tput)  # type: ignore[attr-defined]
+    # Each path's MTU is the pod's own eth0, as upstream sets it on Docker's 1500-byte
+    # network: flannel's vxlan leaves 50 bytes of overhead, calico's BGP none, and weave's
+    # default is 1376.
+    assert {t["mtu"] for t in tput} == {  # type: ignore[attr-defined]
+        MTU[cni]}, tput
     phases = {r["phase"] for r in summary["resources"]}  # type: ignore[attr-defined]
     assert "idle" in phases and "load:pod-to-service" in phases
     # The run directory holds what the summary says, and so does the database.

@@ -61,7 +61,10 @@ def measure(provider: DockerProvider, node: str, pod: str, path: str, server: st
 
 
 def mtu_of(provider: DockerProvider, node: str, pod: str) -> int | None:
-    """The MTU of the pod's eth0 (what the CNI gave the path)."""
-    res = provider.exec(node, [*AGENT_CMD, "pod", "exec", pod, "--", "cat",
-                               "/sys/class/net/eth0/mtu"])
-    return int(res.stdout.strip()) if res.stdout.strip().isdigit() else None
+    """The MTU of the pod's eth0 (what the CNI gave the path), asked over netlink inside the
+    pod: the node's /sys shows the node's own interfaces whichever netns reads it."""
+    res = provider.exec(node, [*AGENT_CMD, "pod", "exec", pod, "--", "ip", "-o", "link",
+                               "show", "dev", "eth0"])
+    words = res.stdout.split()
+    mtu = words[words.index("mtu") + 1] if "mtu" in words[:-1] else ""
+    return int(mtu) if mtu.isdigit() else None
