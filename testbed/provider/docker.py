@@ -173,7 +173,8 @@ class DockerProvider:
         return _info(c)
 
     def run_once(self, spec: ContainerSpec, timeout: float = 60) -> ExecResult:
-        """Run a one-shot container to completion (an init container), then remove it."""
+        """Run a one-shot container to completion (an init container), then remove it; its
+        output comes back only when it failed."""
         try:
             c = self.client.containers.create(spec.image, **self._kwargs(spec))
         except docker.errors.APIError as e:
@@ -181,6 +182,8 @@ class DockerProvider:
         try:
             c.start()
             code = int(c.wait(timeout=timeout).get("StatusCode", 1))
+            if code == 0:  # what a successful init container printed is not kept
+                return ExecResult(code, "", "")
             out = c.logs(stdout=True, stderr=False).decode(errors="replace")
             err = c.logs(stdout=False, stderr=True).decode(errors="replace")
             return ExecResult(code, out, err)
