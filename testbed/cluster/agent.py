@@ -30,10 +30,6 @@ class NodeAgent:
             raise StepError(f"{self.node}: agent {' '.join(args[:2])} failed: {detail}")
         return data
 
-    def setup(self) -> Any:
-        """Node start-up chores (plugin links, state dirs)."""
-        return self.call("setup")
-
     def ready(self, timeout: float, files: tuple[str, ...] = ()) -> Any:
         """Wait until `files` are written and a conflist and its plugins are in place."""
         return self.call("ready", "--timeout", str(timeout),

@@ -86,14 +86,13 @@ def start_edge(ctx: UpContext) -> None:
                                 ingress.endpoints(ctx.scenario, ctx.pods))
     port = next(c for c in provider.containers(name, "node") if c.name == edge
                 ).labels.get(LABEL_INGRESS_PORT, "")
-    specs = [ContainerSpec(
+    provider.run(ContainerSpec(
         name=ingress_name(name), image=ctx.tags["ingress"], cluster=name, role="ingress",
         network_mode=f"container:{edge}",
         env={"INGRESS_NGINX_CONF": ingress.render(all_routes)},
         labels={**ctx.labels(), LABEL_NODE: edge, LABEL_INGRESS_PORT: port,
                 LABEL_EDGE: ingress.describe(all_routes, ctx.scenario)},
-    )]
-    parallel(provider.run, specs)
+    ))
     echo_ip = next(c for c in provider.containers(name, "external")
                    if c.name == echo_name(name)).ips.get(net)
 

@@ -283,14 +283,7 @@ def deploy_pods(ctx: UpContext) -> None:
 
 def apply_policies(ctx: UpContext) -> None:
     """The scenario's NetworkPolicies, to a CNI that enforces them (as kube-controllers would)."""
-    if ctx.scenario.network_policies and ctx.cni.enforces_policy:
-        ctx.cni.apply_policies(ctx.provider, ctx.name, ctx.scenario)
-
-
-def start_edge(ctx: UpContext) -> None:
-    """The ingress, when the scenario has an edge."""
-    if ctx.scenario.edge:
-        edge.start_edge(ctx)
+    ctx.cni.apply_policies(ctx.provider, ctx.name, ctx.scenario)
 
 
 def steps(ctx: UpContext) -> list[pipeline.Step[UpContext]]:
@@ -309,7 +302,7 @@ def steps(ctx: UpContext) -> list[pipeline.Step[UpContext]]:
           if ctx.scenario.services else []),
         *([pipeline.Step("Applying network policies", apply_policies)]
           if ctx.scenario.network_policies and ctx.cni.enforces_policy else []),
-        *([pipeline.Step("Starting the edge (ingress)", start_edge)]
+        *([pipeline.Step("Starting the edge (ingress)", edge.start_edge)]
           if ctx.scenario.edge else []),
     ]
 

@@ -26,7 +26,6 @@ from testbed.provider.base import ContainerInfo, ContainerSpec, ExecResult
 SUBNET_POOL = "172.30.0.0/16"
 
 
-
 def connect() -> docker.DockerClient:
     """A Docker client, or a one-line reason the engine cannot be reached."""
     try:

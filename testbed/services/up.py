@@ -35,9 +35,8 @@ def expected_endpoints(services: list[Service], pods: list[Pod]) -> dict[str, li
 
 
 def program_services(ctx: UpContext) -> None:
-    """Publish services and pods to etcd, start each node's daemon, wait for its rules."""
-    if not ctx.scenario.services:  # nothing for kube-proxy (or endpoint readiness) to do
-        return
+    """Publish services and pods to etcd, start each node's daemon, wait for its rules
+    (`up` runs this step only when the scenario has services)."""
     services = allocate(ctx.scenario)
     labels = {pod: dep.pod_labels for pod, _, dep in ctx.scenario.pods()}
     pods = [registry.pod_record(p, labels.get(str(p["name"]), {})) for p in ctx.pods]
