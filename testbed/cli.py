@@ -33,6 +33,11 @@ def _errors(fn: F) -> F:
         except KeyboardInterrupt:
             console.fail("interrupted")
             sys.exit(130)
+        except OSError as e:  # a file or folder the user named (or the cache) is unusable
+            where = f" ({e.filename})" if e.filename else ""
+            console.fail(f"{e.strerror or e}{where}: check that the path exists and is "
+                         "writable (cache: $TESTBED_CACHE, data: $TESTBED_DATA)")
+            sys.exit(2)
 
     return wrapper  # type: ignore[return-value]
 
@@ -79,22 +84,23 @@ def images() -> None:
 
 
 @images.command("build")
-@click.option("--cni", "cni_name", default=None, help="Only this CNI's images.")
-@click.option("--build", "build", type=click.Choice(["reference", "upstream"]),
-              default="reference", show_default=True)
+@click.option("--cni", "cni_name", default=None,
+              help="Only this CNI's images (NAME[@VERSION]); default: every CNI.")
+@click.option("--build", "build", type=click.Choice(["source", "upstream"]),
+              default="source", show_default=True)
 @_errors
 def images_build(cni_name: str | None, build: str) -> None:
-    """Build the base rootfs and role images from Debian packages (cached by content hash)."""
+    """Build the base rootfs, the role images and the CNIs' images from upstream source
+    (cached by content hash: a warm build rebuilds nothing)."""
     from testbed import images as imgs
+    from testbed.images.select import source_specs
     from testbed.provider.docker import connect
 
-    if cni_name:
-        cnis.parse(cni_name)
     if build == "upstream":
         raise UserError("upstream images are not built here: load them with "
                         "`python -m testbed images load FILE.tar`")
-    client = connect()
-    tags = imgs.ensure(client, imgs.for_cni(cni_name.split(":")[0] if cni_name else None))
+    specs = source_specs((cni_name,) if cni_name else ())
+    tags = imgs.ensure(connect(), specs)
     for name, tag in tags.items():
         console.info(f" {name:32} {tag}")
 
@@ -103,14 +109,14 @@ def images_build(cni_name: str | None, build: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @_errors
 def images_list(as_json: bool) -> None:
-    """Show each image: reference builds and upstream references, present or not."""
+    """Show each image: source builds and upstream references, present or not."""
     from testbed.images.inventory import inventory
 
     rows = inventory()
     if as_json:
         _print_json(rows)
         return
-    table = Table("image", "kind", "cni", "reference", "present")
+    table = Table("image", "kind", "cni", "image reference", "present")
     for r in rows:
         table.add_row(r["name"], r["kind"], r["cni"] or "-", r["ref"],
                       "yes" if r["present"] else "no")
@@ -130,10 +136,11 @@ def images_load(file: str) -> None:
 
 @cli.command()
 @click.argument("scenario", required=False)
-@click.option("--cni", "cni_value", default=None, help="NAME[:BACKEND], e.g. flannel:host-gw")
+@click.option("--cni", "cni_value", default=None,
+              help="NAME[:BACKEND][@VERSION], e.g. flannel:host-gw or calico@v3.31.0")
 @click.option("--nodes", type=int, default=None, help=f"{MIN_NODES}-{MAX_NODES}")
 @click.option("--name", default=DEFAULT_CLUSTER, show_default=True)
-@click.option("--build", type=click.Choice(["auto", "upstream", "reference"]), default=None)
+@click.option("--build", type=click.Choice(["auto", "upstream", "source"]), default=None)
 @click.option("--retain", is_flag=True, help="Keep what was created if `up` fails.")
 @click.option("--image", "image_overrides", multiple=True, metavar="ROLE=REF",
               help="Use this image for a CNI role (e.g. daemon=docker.io/flannel/flannel:v0.28.1).")
@@ -177,14 +184,17 @@ def _scenario(path: str | None, cni_value: str | None, nodes: int | None,
             raise UserError(f"--nodes {nodes} is out of range: use {MIN_NODES} to {MAX_NODES}")
         spec.nodes = nodes
     if cni_value:
-        name, _, backend = cni_value.partition(":")
-        if name != spec.cni.name:
-            spec.cni.images = {}
-        spec.cni.name, spec.cni.backend = name, backend or None
+        module, _, version = cnis.parse(cni_value)
+        backend = cni_value.partition("@")[0].partition(":")[2]
+        if module.name != spec.cni.name:
+            spec.cni.images, spec.cni.version, spec.cni.module = {}, None, None
+        spec.cni.name, spec.cni.backend = module.name, backend or None
+        if version:
+            spec.cni.version = version
     if build:
         spec.cni.build = build  # type: ignore[assignment]
     label = spec.cni.name + (f":{spec.cni.backend}" if spec.cni.backend else "")
-    module, backend = cnis.parse(label)
+    module, backend, _ = cnis.parse(label)
     return spec, module, backend
 
 
@@ -346,7 +356,7 @@ def down(name: str | None, all_: bool) -> None:
 @click.option("--out", default=None, help="Folder for run directories.")
 @click.option("--db", default=None, help="Results database (default per-user, or $TESTBED_DB).")
 @click.option("--image", "image_overrides", multiple=True, metavar="ROLE=REF")
-@click.option("--build", type=click.Choice(["auto", "upstream", "reference"]), default=None)
+@click.option("--build", type=click.Choice(["auto", "upstream", "source"]), default=None)
 @click.option("--json", "as_json", is_flag=True)
 @_errors
 def run_(cni_value: str, scenario: str | None, duration: float | None, users: int | None,
@@ -418,7 +428,7 @@ def compare(cni_values: tuple[str, ...], scenario: str | None, duration: float |
     provider = _provider()
     summaries = []
     for opts, spec, module, backend, out_dir in plans:
-        console.info(f"== {module.name}:{backend}")
+        console.info(f"== {module.name}:{backend}@{spec.cni.version or module.default_release}")
         summaries.append(pipeline.execute(pipeline.start(provider, spec, module, backend,
                                                          opts, out_dir)))
     dest = Path(plans[0][4]) / f"compare-{summaries[0]['run_id']}"

@@ -31,7 +31,11 @@ SCENARIO_KEY = "/testbed/scenario"
 NODE_CAPS = ["NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE", "SYS_MODULE", "NET_BIND_SERVICE",
              "IPC_LOCK", "KILL", "SETUID", "SETGID", "CHOWN", "DAC_OVERRIDE", "FOWNER",
              "MKNOD", "SYS_CHROOT"]
-NODE_SECURITY_OPT = ["seccomp=unconfined", "apparmor=unconfined"]
+# systempaths=unconfined: /proc/sys writable, as in upstream's privileged DaemonSet pods. The
+# CNI plugins and daemons set per-interface sysctls (calico's proxy_arp and route_localnet on
+# each cali* veth, felix's forwarding) in the node's network namespace; only net.* sysctls
+# are written, and those are per namespace.
+NODE_SECURITY_OPT = ["seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined"]
 NODE_SYSCTLS = {
     "net.ipv4.ip_forward": "1",
     "net.ipv4.conf.all.rp_filter": "0",

@@ -210,8 +210,9 @@ def _tools(client: docker.DockerClient | None, base_present: bool) -> dict[str, 
     local = None
     if client is not None and not base_present:
         local = next((t for t in LOCAL_DEBIAN_BASES if image_present(client, t)), None)
+    go = shutil.which("go")
     doc: dict[str, Any] = {"mmdebstrap": mmdebstrap, "debootstrap": debootstrap,
-                           "local_debian_image": local,
+                           "local_debian_image": local, "go": go,
                            "needed": None if client is None else not base_present,
                            "ok": True, "reason": ""}
     # `images build` makes the base from a local Debian image or with mmdebstrap.
@@ -220,6 +221,10 @@ def _tools(client: docker.DockerClient | None, base_present: bool) -> dict[str, 
         also = " (debootstrap alone is not used)" if debootstrap else ""
         doc["reason"] = ("the base image is not built and there is no mmdebstrap to build it"
                          f"{also}: install mmdebstrap: apt-get install mmdebstrap")
+    if go is None:
+        doc["ok"] = False
+        doc["reason"] = ("no `go` on PATH: the CNIs are built from their upstream Go modules; "
+                         "install Go 1.22 or newer")
     return doc
 
 
@@ -496,5 +501,5 @@ def _render_images(report: dict[str, Any]) -> None:
     up = sum(1 for r in upstream if r["present"])
     text += f"; upstream: {up}/{len(upstream)}"
     if upstream and not up:
-        text += " (reference builds are used)"
+        text += " (source builds are used)"
     console.out.print(f" {mark} images: {text}")

@@ -27,11 +27,17 @@ class _Model(BaseModel):
 
 
 class CniConfig(_Model):
-    """Which CNI, backend and build; optional MTU, pod CIDR and image overrides."""
+    """Which CNI, backend, release (or fork module) and build; optional MTU, pod CIDR and
+    image overrides."""
 
     name: str = "flannel"
     backend: str | None = None
-    build: Literal["auto", "upstream", "reference"] = "auto"
+    # The upstream release to run (default: the CNI's pinned one), e.g. v3.31.0.
+    version: str | None = Field(default=None, pattern=r"^v\d+\.\d+\.\d+([-+][0-9A-Za-z.+-]+)?$")
+    # A fork's Go module path to build instead of upstream's (source builds only).
+    module: str | None = Field(default=None,
+                               pattern=r"^[a-z0-9.-]+\.[a-z]{2,}(/[A-Za-z0-9._~-]+)+$")
+    build: Literal["auto", "upstream", "source"] = "auto"
     mtu: int | None = Field(default=None, ge=576, le=9000)
     pod_cidr: str | None = Field(default=None, alias="podCIDR")
     images: dict[str, str] = Field(default_factory=dict)

@@ -13,6 +13,7 @@ import pytest
 
 from testbed import cni as cnis
 from testbed import images
+from testbed.images.select import source_specs
 from testbed.lifecycle.create import UpContext, up
 from testbed.provider.docker import DockerProvider
 from testbed.scenario import Scenario, load
@@ -40,9 +41,9 @@ def provider() -> DockerProvider:
 
 @pytest.fixture(scope="session")
 def built(provider: DockerProvider) -> dict[str, str]:
-    """The core, Flannel, Weave and Calico reference images, built once for the whole session."""
-    return images.ensure(provider.client, (*images.for_cni("flannel"), *images.for_cni("weave"),
-                                           *images.for_cni("calico")))
+    """The core images and Flannel, Weave and Calico built from their upstream Go modules,
+    once for the whole session (`.ci/run` builds them first; this is then a cache hit)."""
+    return images.ensure(provider.client, source_specs())
 
 
 @dataclass
@@ -59,8 +60,8 @@ def start(provider: DockerProvider, tag: str, cni: str, nodes: int = 3,
     """Bring a cluster up through the same code path as `python -m testbed up`."""
     spec = (scenario or load(None)).model_copy(deep=True)
     spec.nodes = nodes
-    spec.cni.build = "reference"
-    module, backend = cnis.parse(cni)
+    spec.cni.build = "source"
+    module, backend, _ = cnis.parse(cni)
     name = cluster_name(tag)
     return Running(name, up(provider, spec, name, module, backend), provider)
 

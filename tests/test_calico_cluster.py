@@ -52,7 +52,7 @@ def test_check_passes_every_path(fixture: str, request: pytest.FixtureRequest) -
     res = run_cli("check", running.name, "--json")
     assert res.returncode == 0, res.stdout + res.stderr
     doc = json.loads(res.stdout)
-    assert (doc["cni"], doc["build"]) == ("calico", "reference")
+    assert (doc["cni"], doc["build"]) == ("calico", "source")
     assert doc["backend"] == fixture.split("_")[1]
     cases = doc["cases"]
     assert [c for c in cases if c["status"] == "fail"] == []

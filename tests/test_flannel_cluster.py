@@ -23,7 +23,7 @@ def _check(running: Running) -> list[dict[str, object]]:
     res = run_cli("check", running.name, "--json")
     assert res.returncode == 0, res.stdout + res.stderr
     doc = json.loads(res.stdout)
-    assert doc["cluster"] == running.name and doc["build"] == "reference"
+    assert doc["cluster"] == running.name and doc["build"] == "source"
     return list(doc["cases"])
 
 

@@ -14,17 +14,17 @@ UPSTREAM_PLUGIN = "docker.io/flannel/flannel-cni-plugin:"
 def _cluster(backend: str, images: dict[str, str] | None = None) -> tuple[ClusterRef, NodeRef]:
     node = NodeRef("c-node-2", 2, "172.30.0.4",
                    {"cni-bin": "c-node-2-cni-bin", "flannel-run": "c-node-2-flannel-run"})
-    imgs = images or dict(Flannel.upstream_images)
+    imgs = images or dict(Flannel().upstream_images(Flannel.default_release))
     return ClusterRef("c", "c-net", backend, "http://172.30.0.2:2379", imgs, (node,)), node
 
 
 def test_upstream_images_are_the_published_ones_and_only_images_change_per_build() -> None:
-    assert Flannel.upstream_images["daemon"].startswith(UPSTREAM_DAEMON + "v0.28.")
-    assert Flannel.upstream_images["cni-plugin"].startswith(UPSTREAM_PLUGIN + "v1.9.")
+    assert Flannel().upstream_images(Flannel.default_release)["daemon"].startswith(UPSTREAM_DAEMON + "v0.28.")
+    assert Flannel().upstream_images(Flannel.default_release)["cni-plugin"].startswith(UPSTREAM_PLUGIN + "v1.9.")
     up_c, node = _cluster("vxlan")
-    ref_c, _ = _cluster("vxlan", {"daemon": "testbed/reference-flannel:x",
-                                  "cni-plugin": "testbed/reference-flannel-cni-plugin:y"})
-    a, b = Flannel().daemon_specs(up_c, node)[0], Flannel().daemon_specs(ref_c, node)[0]
+    src_c, _ = _cluster("vxlan", {"daemon": "testbed/flannel:x",
+                                  "cni-plugin": "testbed/flannel-cni-plugin:y"})
+    a, b = Flannel().daemon_specs(up_c, node)[0], Flannel().daemon_specs(src_c, node)[0]
     assert a.image != b.image
     a.image = b.image
     assert a == b, "the orchestrator does not branch on the build"
@@ -49,7 +49,7 @@ def test_flanneld_runs_as_kube_flannel_does_in_etcd_mode() -> None:
 def test_install_cni_plugin_copies_flannel_into_the_nodes_cni_bin() -> None:
     cluster, node = _cluster("vxlan")
     (spec,) = Flannel().install_specs(cluster, node)
-    assert spec.image == Flannel.upstream_images["cni-plugin"]
+    assert spec.image == Flannel().upstream_images(Flannel.default_release)["cni-plugin"]
     assert [*(spec.entrypoint or []), *(spec.command or [])] == [
         "cp", "-f", "/flannel", "/opt/cni/bin/flannel"]
     assert spec.volumes == {"c-node-2-cni-bin": "/opt/cni/bin"}
@@ -69,6 +69,17 @@ def test_network_config_and_conflist_match_kube_flannel_cfg() -> None:
         {"type": "flannel", "delegate": {"hairpinMode": True, "isDefaultGateway": True}},
         {"type": "portmap", "capabilities": {"portMappings": True}}]}
     assert Flannel.conflist_name == "10-flannel.conflist"
+
+
+def test_source_build_is_flanneld_from_its_module_as_the_makefile_builds_it() -> None:
+    from testbed.cni.flannel import flanneld_source
+
+    src = flanneld_source("v0.28.10")
+    assert (src.module, src.version, src.cgo) == ("github.com/flannel-io/flannel", "v0.28.10",
+                                                  True)
+    assert "-X github.com/flannel-io/flannel/pkg/version.Version={release}" in src.ldflags
+    images = Flannel().source_images("v0.28.4", Flannel.module)
+    assert images["daemon"].go[0].version == "v0.28.4", "the release picks the module version"
 
 
 def test_backends_are_the_two_this_kernel_supports() -> None:

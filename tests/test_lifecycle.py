@@ -70,7 +70,7 @@ def test_two_clusters_side_by_side_then_down_removes_only_one(
 def test_up_and_down_through_the_cli(built: dict[str, str], provider: DockerProvider) -> None:
     name = cluster_name("cli")
     res = run_cli("up", "--cni", "flannel", "--nodes", "2", "--name", name,
-                      "--build", "reference")
+                      "--build", "source")
     assert res.returncode == 0, res.stderr
     assert "REFERENCE build" in res.stderr
     try:
@@ -87,7 +87,7 @@ def test_up_and_down_through_the_cli(built: dict[str, str], provider: DockerProv
 def test_a_scenario_without_edge_makes_a_bare_cluster(built: dict[str, str],
                                                       provider: DockerProvider) -> None:
     name = cluster_name("bare")
-    res = run_cli("up", "bench", "--nodes", "2", "--name", name, "--build", "reference")
+    res = run_cli("up", "bench", "--nodes", "2", "--name", name, "--build", "source")
     assert res.returncode == 0, res.stderr
     try:
         assert "ingress" not in res.stderr and "internet" not in res.stderr

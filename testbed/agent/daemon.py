@@ -32,7 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from etcd3gw.exceptions import Etcd3Exception
+from etcd3gw.lease import Lease
+
 from testbed.agent import AgentError, pods, proxy
+from testbed.agent.etcd import Etcd, EtcdCompacted, describe
 from testbed.agent.registry import (
     PODS,
     PREFIX,
@@ -41,7 +45,6 @@ from testbed.agent.registry import (
     pod_key,
     status_key,
 )
-from testbed.reference.etcdv3 import Etcd, EtcdCompacted, EtcdError, b64
 
 RUN_DIR = "/run/testbed"
 LOCK_FILE = f"{RUN_DIR}/daemon.lock"
@@ -109,7 +112,7 @@ class Readiness:
         self.failure_threshold = failure_threshold
         self.states: dict[tuple[str, str], ProbeState] = {}
         self.written: dict[str, str] = {}
-        self.lease = 0
+        self.lease: Lease | None = None
         self.lease_renewed = 0.0
         self.summary: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
@@ -118,13 +121,13 @@ class Readiness:
         now = time.monotonic()
         if self.lease and now - self.lease_renewed < LEASE_TTL / 3:
             return
-        if self.lease and self.etcd.lease_keepalive(self.lease) > 0:
+        if self.lease and self.etcd.keepalive(self.lease) > 0:
             self.lease_renewed = now
             return
-        self.lease = self.etcd.lease_grant(LEASE_TTL).id
+        self.lease = self.etcd.grant(LEASE_TTL)
         self.lease_renewed = now
         self.written.clear()  # statuses on the old lease are gone or going: write them again
-        log.info("status lease %x granted (ttl %ss)", self.lease, LEASE_TTL)
+        log.info("status lease %x granted (ttl %ss)", self.lease.id, LEASE_TTL)
 
     def _evaluate(self, rec: dict[str, Any]) -> dict[str, Any]:
         ip = str(rec.get("ip") or "").split("/")[0]
@@ -158,13 +161,7 @@ class Readiness:
 
     def _forget(self, pod: str, mod_revision: int) -> bool:
         """Delete a pod's key and status in one transaction, if the key is still as read."""
-        body = self.etcd.call("/v3/kv/txn", {
-            "compare": [{"key": b64(pod_key(pod)), "result": "EQUAL", "target": "MOD",
-                         "mod_revision": str(mod_revision)}],
-            "success": [{"request_delete_range": {"key": b64(pod_key(pod))}},
-                        {"request_delete_range": {"key": b64(status_key(pod))}}],
-        })
-        return bool(body.get("succeeded"))
+        return self.etcd.delete_if_unmodified(pod_key(pod), mod_revision, status_key(pod))
 
     def tick(self) -> dict[str, dict[str, Any]]:
         """Probe once, publish what changed, drop pods that left this node; the statuses."""
@@ -318,7 +315,7 @@ def run(period: float = PERIOD, endpoints: str | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     mgr = pods.PodManager(node=node)
-    readiness = Readiness(node, etcd, mgr.pods)
+    readiness = Readiness(node, Etcd(urls, timeout=5.0), mgr.pods)  # its own HTTP session
     svc_proxy = ServiceProxy(node)
     bridge = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
     if bridge.exists() and bridge.read_text().strip() != "1":
@@ -332,7 +329,7 @@ def run(period: float = PERIOD, endpoints: str | None = None) -> int:
             try:
                 readiness.tick()
             except Exception as e:  # keep probing through etcd hiccups
-                log.warning("readiness tick failed: %s: %s", type(e).__name__, e)
+                log.warning("readiness tick failed: %s: %s", type(e).__name__, describe(e))
             stop.wait(max(0.05, period - (time.monotonic() - began)))
 
     threading.Thread(target=probe_loop, name="readiness", daemon=True).start()
@@ -356,8 +353,8 @@ def run(period: float = PERIOD, endpoints: str | None = None) -> int:
             etcd.wait_prefix(PREFIX, revision + 1, timeout=period)
         except EtcdCompacted:
             continue
-        except (EtcdError, OSError, proxy.IptablesError, subprocess.SubprocessError) as e:
-            log.warning("sync failed: %s: %s", type(e).__name__, e)
+        except (Etcd3Exception, OSError, proxy.IptablesError, subprocess.SubprocessError) as e:
+            log.warning("sync failed: %s: %s", type(e).__name__, describe(e))
             stop.wait(period)
     log.info("daemon for %s stopping", node)
     lock.close()

@@ -35,7 +35,7 @@ def ceiling(users: int, seconds: int) -> dict[str, Any]:
     provider = DockerProvider()
     name = f"bench-load-{uuid.uuid4().hex[:6]}"
     cli = [sys.executable, "-m", "testbed"]
-    subprocess.run([*cli, "up", "light", "--name", name, "--build", "reference"], check=True,
+    subprocess.run([*cli, "up", "light", "--name", name, "--build", "source"], check=True,
                    capture_output=True)
     try:
         node1, node2 = f"{name}-node-1", f"{name}-node-2"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from testbed.provider.base import ContainerSpec, Provider
 
 if TYPE_CHECKING:
+    from testbed.images.catalog import ImageSpec
     from testbed.scenario import Scenario
 
 
@@ -41,10 +42,9 @@ class Cni(ABC):
     name: str
     backends: tuple[str, ...]
     default_backend: str
-    # Image roles -> pinned upstream references (overridable per run).
-    upstream_images: dict[str, str]
-    # Image roles -> local reference-build image names (testbed.images.catalog).
-    reference_images: dict[str, str]
+    # The upstream Go module the daemons are built from, and the release used by default.
+    module: str
+    default_release: str
     # Logical per-node volume name -> mount path inside the node container.
     node_volumes: dict[str, str] = {"cni-bin": "/opt/cni/bin"}
     # Files in the node that exist once the CNI daemon is ready.
@@ -57,6 +57,14 @@ class Cni(ABC):
     # The pod network when the scenario gives no podCIDR (kube-proxy's --cluster-cidr);
     # "" leaves out the masquerade rule for off-cluster sources.
     default_pod_cidr: str = ""
+
+    @abstractmethod
+    def upstream_images(self, release: str) -> dict[str, str]:
+        """Image roles -> the published upstream images of a release."""
+
+    @abstractmethod
+    def source_images(self, release: str, module: str) -> dict[str, ImageSpec]:
+        """Image roles -> the images built here from `module` at `release` (Go sources)."""
 
     def datastore_keys(self, cluster: ClusterRef) -> dict[str, str]:
         """etcd keys to write before any daemon starts."""

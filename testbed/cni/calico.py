@@ -11,7 +11,9 @@ from testbed.cluster import model
 from testbed.cluster.agent import NodeAgent
 from testbed.cni.base import ClusterRef, Cni, NodeRef
 from testbed.constants import LABEL_NODE, NODE_SECURITY_OPT
-from testbed.errors import StepError
+from testbed.errors import StepError, UserError
+from testbed.images.catalog import ImageSpec
+from testbed.images.gobuild import GoSource
 from testbed.provider.base import ContainerSpec, Provider
 from testbed.scenario import NetworkPolicy, PolicyPort, Scenario
 
@@ -23,7 +25,37 @@ VXLAN_PORT = 4789
 BIRD_SOCKET = "/var/run/calico/bird.ctl"
 RESOURCES = "/calico/resources/v3/projectcalico.org"
 NAMESPACE = "default"  # where the plugin puts every "cni" orchestrator endpoint
+MODULE = "github.com/projectcalico/calico"
+API_MODULE = "github.com/projectcalico/api"
+DEFAULT_RELEASE = "v3.31.0"
+# Calico's root module has no /v3 suffix, so its v3.x tags are not module versions: a release
+# is its tag's commit as a pseudo-version, with the api module (replaced by ./api upstream) at
+# the matching projectcalico/api commit. Only releases the module proxy here serves are listed
+# (v3.31.1-v3.31.7 and v3.32.x are not served; v3.31.0 is the newest that is).
+RELEASES: dict[str, tuple[str, str]] = {
+    "v3.31.0": ("v0.0.0-20251021213802-b1f3c43f8437", "v0.0.0-20251022175904-f2ab03771208"),
+}
 BGP_STATES = ("Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established", "Close")
+
+
+def calico_source(release: str, module: str = MODULE) -> GoSource:
+    """calico-node and the calico CNI plugin + installer, CGO off (the BPF dataplane's cgo
+    parts drop out; iptables mode stays), with calico/node's filesystem and confd templates."""
+    if release not in RELEASES:
+        raise UserError(f"calico {release} is not a release the module proxy serves here: "
+                        f"choose one of {', '.join(RELEASES)}")
+    version, api = RELEASES[release]
+    return GoSource(
+        name="calico", module=module, version=version, release=release,
+        binaries=(("node/cmd/calico-node", "calico-node"), ("cni-plugin/cmd/calico", "calico"),
+                  ("cni-plugin/cmd/install", "install")),
+        ldflags=(f"-s -w -X {MODULE}/pkg/buildinfo.Version={{release}} "
+                 f"-X {MODULE}/pkg/buildinfo.GitRevision={{revision}}"),
+        requires=((API_MODULE, api), (f"{MODULE}/lib/std", version)),
+        unused_modules=(f"{MODULE}/lib/httpmachinery",),
+        nosumdb=(f"{MODULE}/lib/std",),
+        files=(("node/filesystem", "node-filesystem"), ("confd/etc/calico/confd", "confd")),
+    )
 
 
 def _dumps(doc: object) -> str:
@@ -93,14 +125,8 @@ class Calico(Cni):
     name = "calico"
     backends = ("bgp", "vxlan")
     default_backend = "bgp"
-    upstream_images = {
-        "node": "quay.io/calico/node:v3.31.0",
-        "cni": "quay.io/calico/cni:v3.31.0",
-    }
-    reference_images = {
-        "node": "reference-calico-node",
-        "cni": "reference-calico-cni",
-    }
+    module = MODULE
+    default_release = DEFAULT_RELEASE
     node_volumes = {
         "cni-bin": "/opt/cni/bin",
         "cni-net": "/etc/cni/net.d",
@@ -114,6 +140,16 @@ class Calico(Cni):
     conflist_name = "10-calico.conflist"
     default_pod_cidr = DEFAULT_POOL_CIDR
     enforces_policy = True
+
+    def upstream_images(self, release: str) -> dict[str, str]:
+        """The published calico/node and calico/cni images of this release."""
+        return {"node": f"quay.io/calico/node:{release}", "cni": f"quay.io/calico/cni:{release}"}
+
+    def source_images(self, release: str, module: str) -> dict[str, ImageSpec]:
+        """calico/node and calico/cni built here, in upstream's image layout."""
+        src = calico_source(release, module)
+        return {"node": ImageSpec(name="calico-node", role="cni", cni=self.name, go=(src,)),
+                "cni": ImageSpec(name="calico-cni", role="cni", cni=self.name, go=(src,))}
 
     def pool_cidr(self, cluster: ClusterRef) -> str:
         """The default IPPool's CIDR (scenario pod_cidr, else calico/node's default)."""
@@ -182,6 +218,11 @@ class Calico(Cni):
             "FELIX_IPV6SUPPORT": "false",
             "FELIX_HEALTHENABLED": "true",
             "FELIX_LOGSEVERITYSCREEN": "info",
+            # Felix in iptables mode clears leftover BPF connect-time load balancing at start
+            # through libbpf; the source build is CGO-free (libbpf is a C library the module
+            # proxy cannot serve), whose libbpf stub panics there. Upstream's own switch for
+            # skipping that clean-up: a fresh node has no BPF state to clear.
+            "FELIX_DebugSkipCTLBCleanup": "true",
         }
         if vxlan:
             env |= {"FELIX_VXLANVNI": str(VXLAN_VNI), "FELIX_VXLANPORT": str(VXLAN_PORT)}

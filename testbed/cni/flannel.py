@@ -7,6 +7,8 @@ from typing import Any
 
 from testbed.cni.base import ClusterRef, Cni, NodeRef
 from testbed.constants import LABEL_NODE
+from testbed.images.catalog import ImageSpec
+from testbed.images.gobuild import GoSource
 from testbed.provider.base import ContainerSpec, Provider
 
 ETCD_PREFIX = "/coreos.com/network"
@@ -15,6 +17,40 @@ VXLAN_VNI = 1
 VXLAN_PORT = 8472
 HEALTHZ_PORT = 10256 - 1  # kube-proxy owns 10256; 10255 is free on every node
 
+MODULE = "github.com/flannel-io/flannel"
+DEFAULT_RELEASE = "v0.28.10"
+# The flannel CNI plugin's own module (github.com/flannel-io/cni-plugin) is not served by the
+# module proxy here at any version; its code came from containernetworking/plugins'
+# plugins/meta/flannel, whose last release there (v0.9.1) is what we build.
+PLUGIN_MODULE = "github.com/containernetworking/plugins"
+PLUGIN_RELEASE = "v0.9.1"
+TENCENT = "github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud"
+# flanneld imports its tencentvpc backend unconditionally; the proxy here serves neither the
+# vpc nor the common SDK version flannel pins, so the nearest served ones stand in (the
+# backend is never used by vxlan or host-gw).
+PINS = (
+    (f"{TENCENT}/vpc", "v1.3.75", "pinned version not served by the module proxy"),
+    (f"{TENCENT}/common", "v1.3.190", "pinned version not served by the module proxy"),
+)
+
+
+def flanneld_source(release: str, module: str = MODULE) -> GoSource:
+    """flanneld as upstream's Makefile builds it: cgo on amd64 (udp backend), version ldflag."""
+    return GoSource(
+        name="flanneld", module=module, version=release, release=release,
+        binaries=(("", "flanneld"),), cgo=True,
+        ldflags=f"-s -w -X {module}/pkg/version.Version={{release}}", pins=PINS,
+    )
+
+
+def plugin_source() -> GoSource:
+    """The `flannel` CNI plugin (delegates to bridge + host-local), no cgo."""
+    return GoSource(
+        name="flannel-cni-plugin", module=PLUGIN_MODULE, version=PLUGIN_RELEASE,
+        release=PLUGIN_RELEASE, binaries=(("plugins/meta/flannel", "flannel"),),
+        ldflags="-s -w",
+    )
+
 
 class Flannel(Cni):
     """Upstream's datastore mode: `flanneld --etcd-endpoints ...`, no kube-subnet-mgr."""
@@ -22,18 +58,26 @@ class Flannel(Cni):
     name = "flannel"
     backends = ("vxlan", "host-gw")
     default_backend = "vxlan"
-    upstream_images = {
-        "daemon": "docker.io/flannel/flannel:v0.28.0",
-        "cni-plugin": "docker.io/flannel/flannel-cni-plugin:v1.9.0-flannel1",
-    }
-    reference_images = {
-        "daemon": "reference-flannel",
-        "cni-plugin": "reference-flannel-cni-plugin",
-    }
+    module = MODULE
+    default_release = DEFAULT_RELEASE
     node_volumes = {"cni-bin": "/opt/cni/bin", "flannel-run": "/run/flannel"}
     ready_files = ("/run/flannel/subnet.env",)
     conflist_name = "10-flannel.conflist"
     default_pod_cidr = DEFAULT_NETWORK
+
+    def upstream_images(self, release: str) -> dict[str, str]:
+        """The published images of this release (kube-flannel.yml's)."""
+        return {"daemon": f"docker.io/flannel/flannel:{release}",
+                "cni-plugin": "docker.io/flannel/flannel-cni-plugin:v1.9.1-flannel1"}
+
+    def source_images(self, release: str, module: str) -> dict[str, ImageSpec]:
+        """flanneld and the flannel plugin built here, in upstream's image layout."""
+        return {
+            "daemon": ImageSpec(name="flannel", role="cni", cni=self.name,
+                                go=(flanneld_source(release, module),)),
+            "cni-plugin": ImageSpec(name="flannel-cni-plugin", role="cni", cni=self.name,
+                                    go=(plugin_source(),)),
+        }
 
     def network_config(self, cluster: ClusterRef) -> dict[str, Any]:
         """The value of <prefix>/config, exactly as upstream's net-conf.json."""

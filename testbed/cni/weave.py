@@ -4,8 +4,8 @@ Per node, as the weave-net DaemonSet would run it with hostNetwork: one weaver c
 node's network namespace with upstream's flags (UPSTREAM.md), its database on a per-node volume
 (the DaemonSet's hostPath /var/lib/weave), and a one-shot `weave --local setup-cni` that puts
 weave-plugin-<version> plus the weave-net/weave-ipam links into the node's /opt/cni/bin.
-weaver picks its datapath itself (fastdp, else sleeve upstream; kernel VXLAN in the reference
-build), so the only backend is `auto`, and `status` reports the one it chose.
+weaver picks its datapath itself (fastdp where the openvswitch module exists, else the userspace
+sleeve), so the only backend is `auto`, and `status` reports the one it chose.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any
 from testbed.cni.base import ClusterRef, Cni, NodeRef
 from testbed.constants import LABEL_NODE, NODE_SECURITY_OPT
 from testbed.errors import TestbedError
+from testbed.images.catalog import ImageSpec
+from testbed.images.gobuild import GoSource
 from testbed.provider.base import ContainerSpec, Provider
 
 DEFAULT_RANGE = "10.32.0.0/12"
@@ -26,7 +28,26 @@ HTTP_ADDR = "127.0.0.1:6784"
 DB_PREFIX = "/weavedb/weave-net"
 CONN_LIMIT = 200
 BRIDGE = "weave"
-DATAPATHS = ("fastdp", "sleeve", "reference-vxlan")
+DATAPATHS = ("fastdp", "sleeve")
+MODULE = "github.com/weaveworks/weave"
+# weaveworks/weave is archived (2.8.1, 2021) and the maintained fork (github.com/rajch/weave
+# 2.9.x) is not served by the module proxy here at any version; of weaveworks/weave the proxy
+# serves only v2.6.5, a released version (June 2020), which predates Go modules (no go.mod):
+# its dependencies are pinned in WEAVE_REQUIRES, from its Gopkg.lock where the proxy serves
+# those versions.
+DEFAULT_RELEASE = "v2.6.5"
+WEAVE_REQUIRES: tuple[tuple[str, str], ...] = ()
+
+
+def weave_source(release: str, module: str = MODULE) -> GoSource:
+    """weaver and weaveutil as weave's Makefile builds them: cgo (libpcap), version ldflag."""
+    version = release if module != MODULE else f"{release}+incompatible"
+    return GoSource(
+        name="weave", module=module, version=version, release=release,
+        binaries=(("prog/weaver", "weaver"), ("prog/weaveutil", "weaveutil")), cgo=True,
+        ldflags="-X main.version={release}", requires=WEAVE_REQUIRES,
+        files=(("weave", "weave"),),
+    )
 
 
 def peer_name(cluster: str, node: str) -> str:
@@ -62,7 +83,7 @@ def weaver_args(cluster: ClusterRef, node: NodeRef) -> list[str]:
 
 
 def parse_report(doc: dict[str, Any]) -> dict[str, Any]:
-    """The `status` facts of one node from weaver's JSON report (upstream or reference)."""
+    """The `status` facts of one node from weaver's JSON report."""
     router = doc.get("Router") or {}
     conns = router.get("Connections") or []
     states = Counter(str(c.get("State", "")) for c in conns)
@@ -125,9 +146,8 @@ class Weave(Cni):
     name = "weave"
     backends = ("auto",)
     default_backend = "auto"
-    upstream_images = {"weave": "docker.io/weaveworks/weave:2.8.1"}
-    # The maintained fork publishes the same layout as docker.io/rajchaudhuri/weave:2.9.x.
-    reference_images = {"weave": "reference-weave"}
+    module = MODULE
+    default_release = DEFAULT_RELEASE
     node_volumes = {"cni-bin": "/opt/cni/bin", "weavedb": "/var/lib/weave"}
     # Bridge `weave` exists once weaver has set up its datapath (upstream's launch.sh reads
     # its MAC from this file); weaver answers GET /status right after.
@@ -135,6 +155,15 @@ class Weave(Cni):
     has_ready_check = True
     conflist_name = "10-weave.conflist"
     default_pod_cidr = DEFAULT_RANGE
+
+    def upstream_images(self, release: str) -> dict[str, str]:
+        """The published weave image of this release (tags drop the leading v)."""
+        return {"weave": f"docker.io/weaveworks/weave:{release.removeprefix('v')}"}
+
+    def source_images(self, release: str, module: str) -> dict[str, ImageSpec]:
+        """weaver, weaveutil and the weave script built here, in upstream's image layout."""
+        return {"weave": ImageSpec(name="weave", role="cni", cni=self.name,
+                                   go=(weave_source(release, module),))}
 
     def install_specs(self, cluster: ClusterRef, node: NodeRef) -> list[ContainerSpec]:
         """`weave --local setup-cni` into the node's /opt/cni/bin (the DaemonSet's job)."""

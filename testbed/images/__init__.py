@@ -1,6 +1,6 @@
-"""Local image builds: a Debian rootfs base and role images, tagged by a hash of their inputs."""
+"""Local image builds: a Debian rootfs base, role images, and CNI images built from source."""
 
 from testbed.images.build import ensure, present, resolve
-from testbed.images.catalog import ALL, ImageSpec, by_name, for_cni
+from testbed.images.catalog import ALL, CORE, ImageSpec, by_name
 
-__all__ = ["ALL", "ImageSpec", "by_name", "ensure", "for_cni", "present", "resolve"]
+__all__ = ["ALL", "CORE", "ImageSpec", "by_name", "ensure", "present", "resolve"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import docker.errors
 
 from testbed import console
 from testbed.errors import ProviderError, UserError
+from testbed.images import gobuild
 from testbed.images.catalog import BASE, ImageSpec
 from testbed.paths import IMAGES_DIR, REPO_ROOT, cache_dir
 
@@ -68,6 +70,8 @@ def resolve(spec: ImageSpec) -> Resolved:
         for src in spec.sources:
             _hash_tree(h, REPO_ROOT, src)
         h.update("\0".join(spec.wheels).encode())
+        for go in spec.go:
+            h.update(f"\0go:{go.key()}".encode())
     return Resolved(spec, h.hexdigest())
 
 
@@ -195,6 +199,14 @@ def _build(client: docker.DockerClient, res: Resolved, base_tag: str) -> None:
             for whl in _wheels(spec).iterdir():
                 shutil.copy2(whl, ctx / "wheels" / whl.name)
         labels = {"io.testbed.image": spec.name, "io.testbed.inputs": res.digest}
+        for go in spec.go:
+            folder = gobuild.build(go)
+            shutil.copytree(folder, ctx / "go" / go.name, symlinks=True)
+            prov = gobuild.provenance(folder)
+            labels |= {"io.testbed.build": "source",
+                       f"io.testbed.source.{go.name}": json.dumps(
+                           {k: prov[k] for k in ("module", "version", "release", "sum", "go",
+                                                 "vcs_revision")}, sort_keys=True)}
         _docker_build(client, str(ctx), res.tag, {"BASE": base_tag}, labels)
 
 

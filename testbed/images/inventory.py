@@ -1,4 +1,4 @@
-"""`images list` and `images load`: what is present locally, reference and upstream alike."""
+"""`images list` and `images load`: what is present locally, source builds and upstream alike."""
 
 from __future__ import annotations
 
@@ -18,14 +18,20 @@ def inventory() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for spec in ALL:
         tag = resolve(spec).tag
-        rows.append({"name": spec.name, "kind": "reference" if spec.cni else spec.role,
-                     "cni": spec.cni, "ref": tag, "present": present(client, tag),
-                     "stands_in_for": spec.stands_in_for})
+        rows.append({"name": spec.name, "kind": spec.role, "cni": None, "ref": tag,
+                     "present": present(client, tag), "release": ""})
     for module in cnis.REGISTRY.values():
-        for role, ref in module.upstream_images.items():
+        release = module.default_release
+        upstream = module.upstream_images(release)
+        for role, spec in module.source_images(release, module.module).items():
+            tag = resolve(spec).tag
+            rows.append({"name": spec.name, "kind": "source", "cni": module.name, "ref": tag,
+                         "present": present(client, tag), "release": release,
+                         "upstream": upstream[role]})
+        for role, ref in upstream.items():
             rows.append({"name": f"{module.name}-{role}", "kind": "upstream",
                          "cni": module.name, "ref": ref, "present": present(client, ref),
-                         "stands_in_for": None})
+                         "release": release})
     return rows
 
 

@@ -1,9 +1,9 @@
-"""Choose a CNI's build: upstream images when obtainable, else this project's reference build."""
+"""Choose a CNI's build: upstream's published images when obtainable, else built from source."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import docker
 import docker.errors
@@ -11,7 +11,9 @@ import docker.errors
 from testbed.cni.base import Cni
 from testbed.errors import UserError
 from testbed.images.build import present, resolve
-from testbed.images.catalog import by_name
+from testbed.images.catalog import CORE, ImageSpec
+
+BUILDS = ("auto", "upstream", "source")
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,10 @@ class Selection:
     build: str
     images: dict[str, str]
     note: str
+    release: str = ""
+    module: str = ""
+    # The source-built image specs per role (empty for the upstream build).
+    specs: dict[str, ImageSpec] = field(default_factory=dict)
 
 
 def _obtainable(client: docker.DockerClient, ref: str) -> bool:
@@ -38,30 +44,51 @@ def _obtainable(client: docker.DockerClient, ref: str) -> bool:
 
 def check_overrides(cni: Cni, overrides: dict[str, str]) -> None:
     """Image overrides must name roles the CNI has."""
-    unknown = set(overrides) - set(cni.upstream_images)
+    roles = cni.upstream_images(cni.default_release)
+    unknown = set(overrides) - set(roles)
     if unknown:
         raise UserError(f"unknown image role(s) {', '.join(sorted(unknown))} for {cni.name}: "
-                        f"roles are {', '.join(cni.upstream_images)}")
+                        f"roles are {', '.join(roles)}")
 
 
-def select(client: docker.DockerClient, cni: Cni, build: str,
-           overrides: dict[str, str] | None = None) -> Selection:
-    """Resolve `--build auto|upstream|reference` to image references per role."""
+def select(client: docker.DockerClient, cni: Cni, build: str, release: str = "",
+           module: str = "", overrides: dict[str, str] | None = None) -> Selection:
+    """Resolve `--build auto|upstream|source` to image references per role."""
     overrides = overrides or {}
     check_overrides(cni, overrides)
-    upstream = {**cni.upstream_images, **overrides}
-    if build in ("auto", "upstream"):
+    release = release or cni.default_release
+    module = module or cni.module
+    upstream = {**cni.upstream_images(release), **overrides}
+    if build in ("auto", "upstream") and module == cni.module:
         missing = [ref for ref in upstream.values() if not _obtainable(client, ref)]
         if not missing:
-            return Selection("upstream", upstream, f"{cni.name}: upstream build")
+            return Selection("upstream", upstream, f"{cni.name} {release}: upstream images",
+                             release, module)
         if build == "upstream":
             raise UserError(
                 f"upstream image {missing[0]} is not available locally and cannot be pulled: "
                 "load it with `python -m testbed images load FILE.tar` (or set TESTBED_PULL=1 "
-                "where a registry answers), or use --build reference")
-    reference = {role: resolve(by_name(name)).tag for role, name in cni.reference_images.items()}
-    note = (f"{cni.name}: using the REFERENCE build (this project's drop-in, built from Debian "
-            "packages), not the upstream product")
+                "where a registry answers), or use --build source")
+    elif build == "upstream":
+        raise UserError(f"--build upstream runs the published images of {cni.module}; a fork "
+                        f"({module}) can only be built from source: use --build source")
+    specs = {**cni.source_images(release, module)}
+    images = {role: resolve(spec).tag for role, spec in specs.items()}
+    images |= {role: ref for role, ref in overrides.items()}
+    note = f"{cni.name} {release}: built here from source ({module}@{release})"
     if build == "auto":
-        note += f"; upstream images not present locally ({', '.join(upstream.values())})"
-    return Selection("reference", reference, note)
+        note += "; upstream images not present locally"
+    return Selection("source", images, note, release, module, specs)
+
+
+def source_specs(values: tuple[str, ...] = ()) -> tuple[ImageSpec, ...]:
+    """The core images plus the source builds of each `NAME[@VERSION]` (all CNIs at their
+    default releases when none is given), without duplicates."""
+    from testbed import cni as cnis
+
+    chosen = [cnis.parse(v) for v in values] or [
+        (c, c.default_backend, "") for c in cnis.REGISTRY.values()]
+    specs: list[ImageSpec] = [*CORE]
+    for module, _, version in chosen:
+        specs += module.source_images(version or module.default_release, module.module).values()
+    return tuple(dict.fromkeys(specs))

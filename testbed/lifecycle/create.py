@@ -82,11 +82,12 @@ class UpContext:
 
 def ensure_images(ctx: UpContext) -> None:
     """Select the build, then build whatever local image is missing (cached by content hash)."""
-    ctx.selection = select(ctx.provider.client, ctx.cni, ctx.scenario.cni.build,
-                           ctx.scenario.cni.images)
+    cfg = ctx.scenario.cni
+    ctx.selection = select(ctx.provider.client, ctx.cni, cfg.build, cfg.version or "",
+                           cfg.module or "", cfg.images)
     console.progress(ctx.selection.note)
-    specs = images.for_cni(ctx.cni.name if ctx.selection.build == "reference" else "")
-    ctx.tags = images.ensure(ctx.provider.client, specs)
+    cni_specs = [s for role, s in ctx.selection.specs.items() if role not in cfg.images]
+    ctx.tags = images.ensure(ctx.provider.client, (*images.CORE, *cni_specs))
 
 
 def create_network(ctx: UpContext) -> None:
@@ -312,6 +313,9 @@ def up(provider: DockerProvider, scenario: Scenario, name: str, cni: Cni, backen
     """Create a cluster; on any failure (Ctrl-C included) remove everything unless `retain`."""
     model.validate_name(name)
     check_overrides(cni, scenario.cni.images)
+    if scenario.cni.build != "upstream":  # a release the source build cannot make: say so now
+        cni.source_images(scenario.cni.version or cni.default_release,
+                          scenario.cni.module or cni.module)
     if name in provider.clusters():
         raise UserError(f"a cluster named {name!r} already exists: remove it with "
                         f"`python -m testbed down {name}` or choose another --name")

@@ -15,7 +15,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
-from docker.models.containers import Container
+from docker.models.containers import Container, _create_container_args
 
 from testbed.constants import LABEL_CLUSTER, LABEL_ROLE
 from testbed.errors import ProviderError, UserError
@@ -33,8 +33,9 @@ def connect() -> docker.DockerClient:
         client.ping()
     except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
         raise UserError(
-            f"cannot reach the Docker engine ({e.__class__.__name__}): start Docker or set "
-            "DOCKER_HOST, and make sure this user may use it"
+            f"cannot reach the Docker engine ({e.__class__.__name__}): start one with "
+            "`sudo bash testbed/provider/engine.sh` (installs Debian's docker.io and starts "
+            "dockerd), or set DOCKER_HOST"
         ) from e
     return client
 
@@ -159,10 +160,26 @@ class DockerProvider:
             kw["restart_policy"] = {"Name": spec.restart}
         return kw
 
+    def _create(self, spec: ContainerSpec) -> Container:
+        """Create a container. `systempaths=unconfined` in security_opt is the docker CLI's
+        option, not the engine's: it becomes empty MaskedPaths and ReadonlyPaths, as there."""
+        kw = self._kwargs(spec)
+        unconfined = "systempaths=unconfined" in (kw.get("security_opt") or [])
+        if not unconfined:
+            return self.client.containers.create(spec.image, **kw)
+        kw["security_opt"] = [o for o in kw["security_opt"] if o != "systempaths=unconfined"]
+        args = _create_container_args({"image": spec.image, **kw,
+                                       "version": self.client.api._version})
+        args["host_config"]["MaskedPaths"] = []
+        args["host_config"]["ReadonlyPaths"] = []
+        cid = self.client.api.create_container(**args)["Id"]
+        return self.client.containers.get(cid)
+
     def run(self, spec: ContainerSpec) -> ContainerInfo:
         """Create and start a detached container."""
         try:
-            c = self.client.containers.run(spec.image, detach=True, **self._kwargs(spec))
+            c = self._create(spec)
+            c.start()
             c.reload()
         except docker.errors.ImageNotFound as e:
             raise UserError(f"image {spec.image} is missing: run `python -m testbed images "
@@ -175,7 +192,7 @@ class DockerProvider:
         """Run a one-shot container to completion (an init container), then remove it; its
         output comes back only when it failed."""
         try:
-            c = self.client.containers.create(spec.image, **self._kwargs(spec))
+            c = self._create(spec)
         except docker.errors.APIError as e:
             raise ProviderError(f"cannot create {spec.name}: {e.explanation}") from e
         try:

@@ -1,4 +1,4 @@
-"""Plain words about a run: its label, which build ran (upstream digest or reference packages)."""
+"""Plain words about a run: its label, which build ran (upstream digests or source modules)."""
 
 from __future__ import annotations
 
@@ -12,18 +12,20 @@ INTERRUPTED = ("INTERRUPTED: this run was stopped before it finished; the figure
 
 
 def cni_label(s: Mapping[str, Any]) -> str:
-    """`flannel vxlan`, or just `weave` when there is no backend."""
-    return " ".join(p for p in (str(s.get("cni", "?")), str(s.get("backend") or "")) if p)
+    """`flannel vxlan v0.28.10`, or just `weave` when there is no backend or release."""
+    release = s.get("release") or (s.get("environment") or {}).get("release") or ""
+    return " ".join(p for p in (str(s.get("cni", "?")), str(s.get("backend") or ""),
+                                str(release)) if p)
 
 
 def build_kind(s: Mapping[str, Any]) -> str:
-    """`upstream`, `reference` or `unknown`."""
+    """`upstream`, `source` or `unknown`."""
     build = str(s.get("build") or "unknown").lower()
-    return build if build in ("upstream", "reference") else "unknown"
+    return build if build in ("upstream", "source") else "unknown"
 
 
 def column_label(s: Mapping[str, Any]) -> str:
-    """A compare column: `flannel vxlan [reference]`."""
+    """A compare column: `flannel vxlan v0.28.10 [source]`."""
     return f"{cni_label(s)} [{build_kind(s)}]"
 
 
@@ -47,13 +49,26 @@ def build_sentence(s: Mapping[str, Any]) -> str:
                  for role, image in images.items()]
         return (f"{label} ran the UPSTREAM build, the published images: "
                 + ("; ".join(parts) if parts else "images not recorded") + ".")
-    if kind == "reference":
-        packages = env.get("packages") or env.get("reference_packages") or {}
-        pkgs = ", ".join(f"{name} {version}" for name, version in sorted(packages.items()))
-        imgs = ", ".join(f"{role}: {image}" for role, image in images.items())
-        return (f"{label} ran the REFERENCE build: this project's drop-in built from Debian "
-                f"packages, not the upstream product. Package versions: "
-                f"{pkgs or 'not recorded'}." + (f" Images: {imgs}." if imgs else ""))
+    if kind == "source":
+        sources: Mapping[str, Any] = env.get("sources") or {}
+        seen: dict[str, str] = {}
+        adaptations = sorted({str(b.get("adaptations")) for b in sources.values()
+                              if b.get("adaptations")})
+        for builds in sources.values():
+            for b in builds.values():
+                if not isinstance(b, Mapping):
+                    continue
+                seen[f"{b.get('module')}@{b.get('version')}"] = (
+                    f"{b.get('module')}@{b.get('version')} (release {b.get('release')}, "
+                    f"{b.get('sum')}, {b.get('go')}"
+                    + (f", commit {b['vcs_revision']}" if b.get("vcs_revision") else "") + ")")
+        packages = env.get("packages") or {}
+        bird = packages.get("bird")
+        return (f"{label} ran the SOURCE build: the upstream code built here from "
+                + ("; ".join(seen.values()) if seen else "modules not recorded") + "."
+                + (f" BIRD is Debian's bird {bird}, standing in for Calico's BIRD fork."
+                   if bird and "calico" in label else "")
+                + "".join(f" Adapted: {a}." for a in adaptations))
     return f"{label}: which build ran was not recorded."
 
 

@@ -17,7 +17,7 @@ h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { margin-top: 2.2rem;
            font-weight: bold; color: #7a2e00; }
 .build { padding: .5rem .8rem; border-left: 6px solid #888; background: #f4f4f4; }
 .build.upstream { border-color: #009e73; background: #eaf7f2; }
-.build.reference { border-color: #0072b2; background: #e9f2fa; }
+.build.source { border-color: #0072b2; background: #e9f2fa; }
 .build .tag { font-weight: bold; letter-spacing: .05em; }
 figure { margin: 1rem 0; overflow-x: auto; }
 table { border-collapse: collapse; margin: .8rem 0; font-size: .85rem; }

@@ -39,11 +39,13 @@ def default_out() -> Path:
 
 def resolve(opts: RunOptions) -> tuple[Scenario, cnis.Cni, str, Path]:
     """Scenario with overrides applied, the CNI module and backend, and the output folder."""
-    module, backend = cnis.parse(opts.cni)
+    module, backend, version = cnis.parse(opts.cni)
     spec = load(opts.scenario)
     if spec.cni.name != module.name:
-        spec.cni.images = {}
+        spec.cni.images, spec.cni.version, spec.cni.module = {}, None, None
     spec.cni.name, spec.cni.backend = module.name, backend
+    if version:
+        spec.cni.version = version
     if opts.users is not None:
         if not 1 <= opts.users <= MAX_USERS:
             raise UserError(f"--users {opts.users} is out of range: use 1 to {MAX_USERS}")

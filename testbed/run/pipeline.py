@@ -64,7 +64,7 @@ class Run:
 
 
 PACKAGES = ("iproute2", "iptables", "ipset", "python3", "containernetworking-plugins",
-            "iperf3", "bird2", "etcd-server", "nginx-light")
+            "iperf3", "bird", "runit", "libpcap0.8", "etcd-server", "nginx-light")
 
 
 def _packages(run: Run) -> dict[str, str]:
@@ -92,13 +92,33 @@ def _digests(run: Run, images: dict[str, str]) -> dict[str, str]:
     return out
 
 
+def _sources(run: Run, images: dict[str, str]) -> dict[str, Any]:
+    """Per source-built image: module@version, checksum, release, Go version and VCS
+    revision of each Go build in it, from the labels the image builder wrote."""
+    out: dict[str, Any] = {}
+    for role, ref in images.items():
+        try:
+            labels = run.provider.client.images.get(ref).labels or {}
+        except Exception:  # an image that vanished is reported, not fatal
+            continue
+        builds = {k.removeprefix("io.testbed.source."): json.loads(v)
+                  for k, v in labels.items() if k.startswith("io.testbed.source.")}
+        if labels.get("io.testbed.adaptations"):
+            builds["adaptations"] = labels["io.testbed.adaptations"]
+        if builds:
+            out[role] = builds
+    return out
+
+
 def _environment(run: Run) -> dict[str, Any]:
     info = run.provider.client.version()
     assert run.cluster is not None and run.cluster.selection is not None
     images = {**run.cluster.tags, **run.cluster.selection.images}
     return {
         "image_digests": _digests(run, images),
-        "packages": _packages(run) if run.cluster.selection.build == "reference" else {},
+        "packages": _packages(run),
+        "sources": _sources(run, images),
+        "release": run.cluster.selection.release, "module": run.cluster.selection.module,
         "kernel": platform.release(), "docker_version": info.get("Version", ""),
         "docker_api": info.get("ApiVersion", ""), "scenario": run.scenario.name,
         "scenario_hash": run.scenario.digest(), "nodes": run.scenario.nodes,
@@ -112,6 +132,8 @@ def bring_up(run: Run) -> None:
     run.cluster = up(run.provider, run.scenario, run.name, run.cni, run.backend)
     assert run.cluster.selection is not None
     run.record("meta", {"build": run.cluster.selection.build,
+                        "release": run.cluster.selection.release,
+                        "module": run.cluster.selection.module,
                         "images": {**run.cluster.tags, **run.cluster.selection.images}})
     run.record("environment", _environment(run))
 

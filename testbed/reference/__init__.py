@@ -1,1 +1,0 @@
-"""Reference builds: drop-in stand-ins for upstream CNI images (stdlib + pyroute2)."""
