@@ -56,6 +56,7 @@ RULES_OUT: dict[str, list[str]] = {
     "vxlan": ["flannel vxlan", "calico vxlan"],
     "ipip": ["calico IPIP pools"],
     "gre": [],
+    "dummy": ["weave (weaver sets its bridge MTU through a temporary dummy link)"],
     "wireguard": ["flannel wireguard backend", "calico wireguard encryption"],
     "tun": ["flannel udp backend", "weave sleeve"],
     "openvswitch": ["weave fastdp (weave falls back to sleeve)"],

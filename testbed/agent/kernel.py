@@ -35,7 +35,7 @@ from typing import Any
 Result = dict[str, Any]
 
 # Every probed feature, in report order.
-FEATURES = ("veth", "bridge", "vxlan", "ipip", "gre", "wireguard", "tun", "openvswitch",
+FEATURES = ("veth", "bridge", "vxlan", "ipip", "gre", "dummy", "wireguard", "tun", "openvswitch",
             "ipvs", "netem", "tbf", "htb", "br_netfilter", "iptables_legacy", "iptables_nft",
             "ipset", "conntrack")
 
@@ -46,6 +46,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "vxlan": ("vxlan",),
     "ipip": ("ipip",),
     "gre": ("ip_gre",),
+    "dummy": ("dummy",),
     "wireguard": ("wireguard",),
     "tun": ("tun",),
     "openvswitch": ("openvswitch",),
@@ -101,6 +102,7 @@ LINKS: dict[str, dict[str, Any]] = {
     "vxlan": {"kind": "vxlan", "vxlan_id": 4242, "vxlan_port": 48790},
     "ipip": {"kind": "ipip", "ipip_remote": "192.0.2.1", "ipip_local": "192.0.2.2"},
     "gre": {"kind": "gre", "gre_remote": "192.0.2.1", "gre_local": "192.0.2.2"},
+    "dummy": {"kind": "dummy"},
     "wireguard": {"kind": "wireguard"},
 }
 

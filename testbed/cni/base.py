@@ -66,6 +66,10 @@ class Cni(ABC):
     def source_images(self, release: str, module: str) -> dict[str, ImageSpec]:
         """Image roles -> the images built here from `module` at `release` (Go sources)."""
 
+    def preflight(self, provider: Provider, cluster: str, node_image: str) -> None:
+        """Refuse, before any node starts, what this CNI cannot run on this engine's kernel."""
+        return None
+
     def datastore_keys(self, cluster: ClusterRef) -> dict[str, str]:
         """etcd keys to write before any daemon starts."""
         return {}

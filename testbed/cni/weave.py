@@ -17,7 +17,7 @@ from typing import Any
 
 from testbed.cni.base import ClusterRef, Cni, NodeRef
 from testbed.constants import LABEL_NODE, NODE_SECURITY_OPT
-from testbed.errors import TestbedError
+from testbed.errors import TestbedError, UserError
 from testbed.images.catalog import ImageSpec
 from testbed.images.gobuild import GoSource
 from testbed.provider.base import ContainerSpec, Provider
@@ -32,20 +32,96 @@ DATAPATHS = ("fastdp", "sleeve")
 MODULE = "github.com/weaveworks/weave"
 # weaveworks/weave is archived (2.8.1, 2021) and the maintained fork (github.com/rajch/weave
 # 2.9.x) is not served by the module proxy here at any version; of weaveworks/weave the proxy
-# serves only v2.6.5, a released version (June 2020), which predates Go modules (no go.mod):
-# its dependencies are pinned in WEAVE_REQUIRES, from its Gopkg.lock where the proxy serves
-# those versions.
+# serves only v2.6.5, a released version (June 2020), which predates Go modules (no go.mod,
+# dependencies pinned by dep's Gopkg.lock). WEAVE_REQUIRES pins every dependency: Gopkg.lock's
+# versions where the proxy serves them, else the nearest served version that compiles
+# (docker/docker 2018-03-27, json-iterator v1.1.5 with reflect2 v1.0.2 for Go >= 1.18,
+# Kubernetes 1.11-era api/apimachinery beside client-go v8).
 DEFAULT_RELEASE = "v2.6.5"
-WEAVE_REQUIRES: tuple[tuple[str, str], ...] = ()
+WEAVE_REQUIRES: tuple[tuple[str, str], ...] = (
+    ("github.com/andybalholm/go-bit", "v1.0.1"),
+    ("github.com/aws/aws-sdk-go", "v1.13.22"),
+    ("github.com/boltdb/bolt", "v1.3.1"),
+    ("github.com/containernetworking/cni", "v0.5.2"),
+    ("github.com/coreos/go-iptables", "v0.3.0"),
+    ("github.com/docker/docker", "v1.4.2-0.20180327123150-ed7b6428c133"),
+    ("github.com/docker/libnetwork", "v0.8.0-dev.2.0.20180212220201-119badbd737b"),
+    ("github.com/fsouza/go-dockerclient", "v1.2.0"),
+    ("github.com/google/gopacket", "v1.1.16"),
+    ("github.com/gorilla/mux", "v1.6.1"),
+    ("github.com/j-keck/arping", "v0.0.0-20160618110441-2cf9dc699c56"),
+    ("github.com/mdlayher/raw", "v0.0.0-20181016155347-fa5ef3332ca9"),
+    ("github.com/miekg/dns", "v1.0.4"),
+    ("github.com/modern-go/reflect2", "v1.0.2"),
+    ("github.com/pkg/errors", "v0.8.0"),
+    ("github.com/pkg/profile", "v1.2.1"),
+    ("github.com/prometheus/client_golang", "v0.0.0-20180328130430-f504d69affe1"),
+    ("github.com/sirupsen/logrus", "v1.0.4"),
+    ("github.com/vishvananda/netlink", "v1.0.0"),
+    ("github.com/vishvananda/netns", "v0.0.0-20171111001504-be1fbeda1936"),
+    ("github.com/weaveworks/common", "v0.0.0-20180321110636-ebab3a78900a"),
+    ("github.com/weaveworks/go-checkpoint", "v0.0.0-20170503165305-ebbb8b0518ab"),
+    ("github.com/weaveworks/go-odp", "v0.0.0-20181017121109-6b0aa22550d9"),
+    ("github.com/weaveworks/mesh", "v0.0.0-20191105120815-58dbcc3e8e63"),
+    ("golang.org/x/crypto", "v0.0.0-20191002192127-34f69633bfdc"),
+    ("golang.org/x/sys", "v0.0.0-20190412213103-97732733099d"),
+    ("k8s.io/api", "v0.0.0-20180712090710-2d6f90ab1293"),
+    ("k8s.io/apimachinery", "v0.0.0-20180621070125-103fd098999d"),
+    ("k8s.io/client-go", "v8.0.0+incompatible"),
+    ("github.com/Azure/go-ansiterm", "v0.0.0-20170929234023-d6e3b3328b78"),
+    ("github.com/Microsoft/go-winio", "v0.4.7"),
+    ("github.com/Nvveen/Gotty", "v0.0.0-20120604004816-cd527374f1e5"),
+    ("github.com/beorn7/perks", "v0.0.0-20180321164747-3a771d992973"),
+    ("github.com/containerd/continuity", "v0.0.0-20180322171221-3e8f2ea4b190"),
+    ("github.com/davecgh/go-spew", "v1.1.0"),
+    ("github.com/docker/distribution", "v2.6.0-rc.1.0.20180327202408-83389a148052+incompatible"),
+    ("github.com/docker/go-connections", "v0.3.0"),
+    ("github.com/docker/go-units", "v0.3.2"),
+    ("github.com/ghodss/yaml", "v1.0.0"),
+    ("github.com/go-ini/ini", "v1.33.0"),
+    ("github.com/gogo/protobuf", "v1.0.0"),
+    ("github.com/golang/glog", "v0.0.0-20160126235308-23def4e6c14b"),
+    ("github.com/golang/protobuf", "v1.0.0"),
+    ("github.com/google/gofuzz", "v0.0.0-20170612174753-24818f796faf"),
+    ("github.com/googleapis/gnostic", "v0.1.0"),
+    ("github.com/gregjones/httpcache", "v0.0.0-20180305231024-9cad4c3443a7"),
+    ("github.com/hashicorp/go-cleanhttp", "v0.0.0-20171218145408-d5fe4b57a186"),
+    ("github.com/hashicorp/golang-lru", "v0.0.0-20180201235237-0fb14efe8c47"),
+    ("github.com/jmespath/go-jmespath", "v0.0.0-20160202185014-0b12d6b521d8"),
+    ("github.com/json-iterator/go", "v1.1.5"),
+    ("github.com/matttproud/golang_protobuf_extensions", "v1.0.0"),
+    ("github.com/modern-go/concurrent", "v0.0.0-20180306012644-bacd9c7ef1dd"),
+    ("github.com/opencontainers/go-digest", "v1.0.0-rc1"),
+    ("github.com/opencontainers/image-spec", "v1.0.1"),
+    ("github.com/opencontainers/runc", "v0.1.1"),
+    ("github.com/pborman/uuid", "v0.0.0-20170612153648-e790cca94e6c"),
+    ("github.com/peterbourgon/diskv", "v2.0.1+incompatible"),
+    ("github.com/prometheus/client_model", "v0.0.0-20171117100541-99fa1f4be8e5"),
+    ("github.com/prometheus/common", "v0.0.0-20180326160409-38c53a9f4bfc"),
+    ("github.com/prometheus/procfs", "v0.0.0-20180321230812-780932d4fbbe"),
+    ("golang.org/x/net", "v0.0.0-20190404232315-eb5bcb51f2a3"),
+    ("golang.org/x/text", "v0.3.0"),
+    ("gopkg.in/inf.v0", "v0.9.1"),
+    ("gopkg.in/yaml.v2", "v2.2.2"),
+    ("github.com/google/btree", "v0.0.0-20180124185431-e89373fe6b4a"),
+    ("golang.org/x/time", "v0.0.0-20180412165947-fbb02b2291d2"),
+)
 
 
 def weave_source(release: str, module: str = MODULE) -> GoSource:
     """weaver and weaveutil as weave's Makefile builds them: cgo (libpcap), version ldflag."""
-    version = release if module != MODULE else f"{release}+incompatible"
+    if module == MODULE and release != DEFAULT_RELEASE:
+        raise UserError(f"weave {release} is not served by the module proxy here: "
+                        f"{DEFAULT_RELEASE} is the only weaveworks/weave release it serves")
+    version = f"{release}+incompatible" if module == MODULE else release
+    # Weave's Makefile also links -extldflags -static; Debian's static libpcap needs libdbus
+    # and libsystemd, which have no static archives, so weaver links libpcap dynamically
+    # (the image installs libpcap0.8).
     return GoSource(
         name="weave", module=module, version=version, release=release,
         binaries=(("prog/weaver", "weaver"), ("prog/weaveutil", "weaveutil")), cgo=True,
-        ldflags="-X main.version={release}", requires=WEAVE_REQUIRES,
+        ldflags="-X main.version={release_bare} -s -w", tags=("osusergo", "netgo"),
+        requires=WEAVE_REQUIRES if module == MODULE else (), tidy=module != MODULE,
         files=(("weave", "weave"),),
     )
 
@@ -165,6 +241,23 @@ class Weave(Cni):
         return {"weave": ImageSpec(name="weave", role="cni", cni=self.name,
                                    go=(weave_source(release, module),))}
 
+    def preflight(self, provider: Provider, cluster: str, node_image: str) -> None:
+        """weaver creates its bridge by attaching a temporary `dummy` link to raise the
+        bridge's MTU (net/bridge.go), on the sleeve and fastdp paths alike; without the
+        kernel's dummy link type it exits at start. Try one in a throwaway container."""
+        res = provider.run_once(ContainerSpec(
+            name=f"{cluster}-weave-preflight", image=node_image, cluster=cluster,
+            role="preflight", entrypoint=["sh", "-c"],
+            command=["ip link add tbp-dummy type dummy && ip link del tbp-dummy"],
+            network_mode="none", cap_add=["NET_ADMIN"]), timeout=30)
+        if res.exit_code != 0:
+            why = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["failed"]
+            raise UserError(
+                f"weave {self.default_release}: weaver needs the kernel's dummy link type (it "
+                f"sets its bridge MTU through a temporary dummy interface) and this engine's "
+                f"kernel has none (`ip link add ... type dummy`: {why[0]}); run weave on a "
+                "kernel with CONFIG_DUMMY, or choose flannel or calico")
+
     def install_specs(self, cluster: ClusterRef, node: NodeRef) -> list[ContainerSpec]:
         """`weave --local setup-cni` into the node's /opt/cni/bin (the DaemonSet's job)."""
         return [ContainerSpec(
@@ -196,11 +289,11 @@ class Weave(Cni):
         )]
 
     def conflist(self, cluster: ClusterRef, node: NodeRef) -> dict[str, Any]:
-        """10-weave.conflist as `weave setup-cni` writes it (UPSTREAM.md)."""
+        """10-weave.conflist exactly as weave 2.6.5's `weave setup-cni` writes it (its plugin
+        speaks CNI 0.1.0-0.3.0)."""
         return {
-            "cniVersion": "1.0.0",
+            "cniVersion": "0.3.0",
             "name": "weave",
-            "disableCheck": True,
             "plugins": [
                 {"name": "weave", "type": "weave-net", "hairpinMode": True},
                 {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},

@@ -51,6 +51,9 @@ class GoSource:
     nosumdb: tuple[str, ...] = ()
     # Non-Go files the image takes from the module (module-relative source, context dest).
     files: tuple[tuple[str, str], ...] = ()
+    # Whether `go mod tidy` resolves the graph; False where `requires` pins every dependency
+    # (a module from before Go modules, whose dependencies' tests need newer modules).
+    tidy: bool = True
 
     @property
     def revision(self) -> str:
@@ -191,8 +194,11 @@ def build(src: GoSource) -> Path:
         imports = "\n".join(f'\t_ "{_package(src, p)}"' for p, _ in src.binaries)
         (work / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n"
                                        f"{imports}\n)\n")
-        console.progress("resolving and downloading dependencies (go mod tidy)")
-        _go(["mod", "tidy"], work, env, f"resolving the dependencies of {src.ref}")
+        if src.tidy:
+            console.progress("resolving and downloading dependencies (go mod tidy)")
+            _go(["mod", "tidy"], work, env, f"resolving the dependencies of {src.ref}")
+        else:
+            console.progress(f"downloading {len(src.requires)} pinned dependencies")
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f"{src.name}-", dir=out.parent))
         try:
@@ -203,8 +209,9 @@ def build(src: GoSource) -> Path:
                 if src.tags:
                     args += ["-tags", ",".join(src.tags)]
                 if src.ldflags:
-                    args += ["-ldflags", src.ldflags.format(release=src.release,
-                                                            revision=src.revision)]
+                    args += ["-ldflags", src.ldflags.format(
+                        release=src.release, release_bare=src.release.removeprefix("v"),
+                        revision=src.revision)]
                 _go([*args, _package(src, pkg)], work, env, f"compiling {name}")
             for rel, dest in src.files:
                 target = staging / "files" / dest

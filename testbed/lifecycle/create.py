@@ -90,6 +90,11 @@ def ensure_images(ctx: UpContext) -> None:
     ctx.tags = images.ensure(ctx.provider.client, (*images.CORE, *cni_specs))
 
 
+def preflight(ctx: UpContext) -> None:
+    """What the CNI cannot run on this kernel is refused before any node starts."""
+    ctx.cni.preflight(ctx.provider, ctx.name, ctx.tags["node"])
+
+
 def create_network(ctx: UpContext) -> None:
     """One bridge network: the nodes' shared L2 segment, with etcd's address fixed on it."""
     subnet = ctx.provider.create_network(model.network_name(ctx.name), ctx.name, "network",
@@ -293,6 +298,7 @@ def steps(ctx: UpContext) -> list[pipeline.Step[UpContext]]:
     pods = len(ctx.scenario.pods())
     return [
         pipeline.Step("Ensuring node images", ensure_images),
+        pipeline.Step(f"Checking the kernel for {cni}", preflight),
         pipeline.Step(f"Creating network {model.network_name(ctx.name)}", create_network),
         pipeline.Step(f"Starting etcd and {n} node{'s' if n > 1 else ''}, installing {cni}",
                       start_cluster),

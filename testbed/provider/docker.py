@@ -15,7 +15,10 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
-from docker.models.containers import Container, _create_container_args
+from docker.models.containers import (  # type: ignore[attr-defined]
+    Container,
+    _create_container_args,  # docker-py's own kwargs -> create_container arguments
+)
 
 from testbed.constants import LABEL_CLUSTER, LABEL_ROLE
 from testbed.errors import ProviderError, UserError
@@ -169,7 +172,7 @@ class DockerProvider:
             return self.client.containers.create(spec.image, **kw)
         kw["security_opt"] = [o for o in kw["security_opt"] if o != "systempaths=unconfined"]
         args = _create_container_args({"image": spec.image, **kw,
-                                       "version": self.client.api._version})
+                                       "version": self.client.api.api_version})
         args["host_config"]["MaskedPaths"] = []
         args["host_config"]["ReadonlyPaths"] = []
         cid = self.client.api.create_container(**args)["Id"]
