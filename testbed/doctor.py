@@ -41,6 +41,7 @@ from testbed.constants import (
 )
 from testbed.errors import UserError
 from testbed.paths import REPO_ROOT, cache_dir
+from testbed.provider.docker import create_container
 
 GIB = 1024**3
 MIN_FREE = 5 * GIB
@@ -289,8 +290,8 @@ def _node_container(client: docker.DockerClient, cluster: str, image: str | None
     note, error = "", ""
     for i, devices in enumerate(attempts):
         try:
-            c = client.containers.create(image, name=f"{cluster}-node-{i}",
-                                         devices=devices or None, **kwargs)
+            c = create_container(client, image, name=f"{cluster}-node-{i}",
+                                 devices=devices or None, **kwargs)
             c.start()
             c.reload()
         except docker.errors.APIError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -63,6 +64,13 @@ def assert_offline(text: str, page: Page) -> None:
             assert ":" not in href and not href.startswith("/"), href  # relative, in the run dir
 
 
+def built_from(summary: dict[str, Any]) -> list[str]:
+    """Every Go build of a source run as the build sentence names it: module@version, then
+    release, checksum and Go version (the provenance the image builder recorded)."""
+    return [f"{b['module']}@{b['version']} (release {b['release']}, {b['sum']}, {b['go']}"
+            for builds in summary["environment"]["sources"].values() for b in builds.values()]
+
+
 def md_table(md: str, title: str) -> list[list[str]]:
     """The cells of the Markdown table under `**title**`."""
     lines = md.split(f"**{title}**\n\n", 1)[1].splitlines()
@@ -89,7 +97,7 @@ def run_report(tmp_path: Path) -> tuple[dict[str, Any], dict[str, Path]]:
 
 def test_run_html_is_offline_and_holds_every_plot(run_report: tuple[dict[str, Any],
                                                                     dict[str, Path]]) -> None:
-    _, files = run_report
+    summary, files = run_report
     text = files["html"].read_text()
     page = Page(text)
     assert_offline(text, page)
@@ -104,8 +112,14 @@ def test_run_html_is_offline_and_holds_every_plot(run_report: tuple[dict[str, An
     assert "outside-to-ingress ⚠" in found["latency"]["text"]
     assert BOUND_TEXT in found["latency"]["text"]
     assert f"{BOUND_TEXT} (outside-to-ingress)" in text
-    assert "REFERENCE build" in text and "not the upstream product" in text
-    assert "bird2 2.0.12-7" in text
+    assert '<p class="build source">' in text
+    release = summary["release"]
+    assert f"flannel vxlan {release} ran the SOURCE build: the upstream code built here from " \
+        f"github.com/flannel-io/flannel@{release} (release {release}, h1:" in text
+    assert "; github.com/containernetworking/plugins@v" in text  # the flannel CNI plugin
+    for build in built_from(summary):
+        assert build in text
+    assert "UPSTREAM" not in text and "BIRD" not in text, "Debian's BIRD is Calico's only"
     assert 'href="locust_report.html"' in text and 'href="summary.json"' in text
     assert "INTERRUPTED" not in text
 
@@ -115,11 +129,13 @@ def test_upstream_and_interrupted_are_said_plainly(tmp_path: Path) -> None:
     summary["interrupted"] = True
     files = render_run(summary, tmp_path)
     text, md = files["html"].read_text(), files["markdown"].read_text()
-    digest = summary["environment"]["image_digests"]["calico"]
+    digests = summary["environment"]["image_digests"]
     for doc in (text, md):
         assert "INTERRUPTED" in doc
-        assert "UPSTREAM build" in doc and digest in doc
-        assert "REFERENCE" not in doc and BOUND_TEXT not in doc
+        assert f"calico bgp {summary['release']} ran the UPSTREAM build, the published " \
+            f"images: node: quay.io/calico/node:{summary['release']} ({digests['node']}); " \
+            f"cni: quay.io/calico/cni:{summary['release']} ({digests['cni']})." in doc
+        assert "SOURCE" not in doc and BOUND_TEXT not in doc
     assert "(INTERRUPTED)</h1>" in text and md.startswith("# ") and "(INTERRUPTED)" in md
 
 
@@ -152,11 +168,12 @@ def test_markdown_and_json_hold_the_same_numbers(run_report: tuple[dict[str, Any
 
 
 def test_compare_ratios(tmp_path: Path) -> None:
-    flannel = synthetic_summary("flannel", "vxlan", "reference", seed=1)
+    flannel = synthetic_summary("flannel", "vxlan", "source", seed=1)
     calico = synthetic_summary("calico", "bgp", "upstream", seed=2, slowdown=1.4, bound=())
     files = render_compare([flannel, calico], tmp_path)
     data = json.loads(files["json"].read_text())["data"]
-    cols = ["flannel vxlan [reference]", "calico bgp [upstream]"]
+    cols = [f"flannel vxlan {flannel['release']} [source]",
+            f"calico bgp {calico['release']} [upstream]"]
     assert [c["label"] for c in data["columns"]] == cols
     metrics = {(m["path"], m["metric"]): m for m in data["metrics"]}
 
@@ -197,7 +214,7 @@ def test_compare_ratios(tmp_path: Path) -> None:
     assert {"compare-p95", "compare-rps"} <= set(charts(page))
     for chart in charts(page).values():
         assert chart["legend"] == set(cols)
-    assert "REFERENCE build" in text and "UPSTREAM build" in text
+    assert "SOURCE build" in text and "UPSTREAM build" in text
     for col in cols:
         assert f"<th>{col} ×ceiling</th>" in text and f"<th>{col} ×best</th>" in text
     md = files["markdown"].read_text()
@@ -223,6 +240,23 @@ def test_render_many_from_the_store(tmp_path: Path) -> None:
         assert {f"r{n}-{c}" for c in RUN_CHARTS} <= set(found)
     index = json_table(json.loads(files["json"].read_text()), "runs-index")
     assert [r[0] for r in index["rows"]] == [s["run_id"] for s in runs]
+    assert [r[3] for r in index["rows"]] == ["source"] * 3
+    for s in runs:
+        for build in built_from(s):
+            assert build in text, build
+    # Calico's release is a pseudo-version of its module: the sentence names its commit.
+    calico = next(s for s in runs if s["cni"] == "calico")
+    (build,) = {b["version"]: b for role in calico["environment"]["sources"].values()
+                for b in role.values()}.values()
+    commit = build["version"].rsplit("-", 1)[1]
+    assert build["version"].startswith("v0.0.0-") and build["vcs_revision"] == commit
+    assert f"github.com/projectcalico/calico@{build['version']} (release " \
+        f"{calico['release']}, {build['sum']}, {build['go']}, commit {commit})" in text
+    assert text.count("github.com/projectcalico/calico@") == 1, "one module, two images"
+    assert "BIRD is Debian's bird 1.6.8-10, standing in for Calico's BIRD fork." in \
+        html.unescape(text)
+    assert text.count("BIRD is Debian") == 1, "only the calico run"
+    assert "github.com/weaveworks/weave@v2.6.5+incompatible (release v2.6.5, " in text
 
 
 def test_svg_helper_edges() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import io
@@ -112,7 +113,6 @@ def cgroup_usage(rng: random.Random, cores: float, mib: float, wall_s: float = 1
     return round(usage_usec / (wall_s * 1e6) * 100, 2), round(memory_current / 2**20, 2)
 
 
-SUM_PREFIX = "h1:"
 GO = "go1.22.5"
 
 
@@ -127,7 +127,8 @@ def source_build(cni: str, release: str) -> tuple[dict[str, str], dict[str, Any]
         images[role] = f"{spec.repository}:{hashlib.sha256(spec.name.encode()).hexdigest()[:12]}"
         sources[role] = {go.name: {"module": go.module, "version": go.version,
                                    "release": go.release, "go": GO,
-                                   "sum": SUM_PREFIX + hashlib.sha256(go.ref.encode()).hexdigest(),
+                                   "sum": "h1:" + base64.b64encode(
+                                       hashlib.sha256(go.ref.encode()).digest()).decode(),
                                    "vcs_revision": go.revision}
                          for go in spec.go}
     return images, sources
@@ -172,8 +173,8 @@ def synthetic_summary(cni: str = "flannel", backend: str = "vxlan", build: str =
         images, env["sources"] = source_build(cni, release)
     else:
         images = module.upstream_images(release)
-        env["image_digests"] = {role: "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
-                                for role, ref in images.items()}
+    env["image_digests"] = {role: "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
+                            for role, ref in images.items()}
     return {
         "run_id": rid, "cni": cni, "backend": backend, "build": build, "images": images,
         "release": release, "module": module.module,

@@ -43,6 +43,19 @@ def connect() -> docker.DockerClient:
     return client
 
 
+def create_container(client: docker.DockerClient, image: str, **kw: Any) -> Container:
+    """`containers.create`, plus the docker CLI's `systempaths=unconfined` security option
+    (not an engine option): it becomes empty MaskedPaths and ReadonlyPaths, as the CLI does."""
+    opts = kw.get("security_opt") or []
+    if "systempaths=unconfined" not in opts:
+        return client.containers.create(image, **kw)
+    kw["security_opt"] = [o for o in opts if o != "systempaths=unconfined"] or None
+    args = _create_container_args({"image": image, **kw, "version": client.api.api_version})
+    args["host_config"]["MaskedPaths"] = []
+    args["host_config"]["ReadonlyPaths"] = []
+    return client.containers.get(client.api.create_container(**args)["Id"])
+
+
 def _labels(cluster: str, role: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     return {LABEL_CLUSTER: cluster, LABEL_ROLE: role, **(extra or {})}
 
@@ -164,19 +177,7 @@ class DockerProvider:
         return kw
 
     def _create(self, spec: ContainerSpec) -> Container:
-        """Create a container. `systempaths=unconfined` in security_opt is the docker CLI's
-        option, not the engine's: it becomes empty MaskedPaths and ReadonlyPaths, as there."""
-        kw = self._kwargs(spec)
-        unconfined = "systempaths=unconfined" in (kw.get("security_opt") or [])
-        if not unconfined:
-            return self.client.containers.create(spec.image, **kw)
-        kw["security_opt"] = [o for o in kw["security_opt"] if o != "systempaths=unconfined"]
-        args = _create_container_args({"image": spec.image, **kw,
-                                       "version": self.client.api.api_version})
-        args["host_config"]["MaskedPaths"] = []
-        args["host_config"]["ReadonlyPaths"] = []
-        cid = self.client.api.create_container(**args)["Id"]
-        return self.client.containers.get(cid)
+        return create_container(self.client, spec.image, **self._kwargs(spec))
 
     def run(self, spec: ContainerSpec) -> ContainerInfo:
         """Create and start a detached container."""
