@@ -1,4 +1,4 @@
-"""Flannel's wiring against UPSTREAM.md: the exact container specs and CNI config `up` renders."""
+"""Flannel's wiring against kube-flannel.yml: the container specs and CNI config `up` renders."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ def _cluster(backend: str, images: dict[str, str] | None = None) -> tuple[Cluste
 
 
 def test_upstream_images_are_the_published_ones_and_only_images_change_per_build() -> None:
-    assert Flannel().upstream_images(Flannel.default_release)["daemon"].startswith(UPSTREAM_DAEMON + "v0.28.")
-    assert Flannel().upstream_images(Flannel.default_release)["cni-plugin"].startswith(UPSTREAM_PLUGIN + "v1.9.")
+    published = Flannel().upstream_images(Flannel.default_release)
+    assert published["daemon"].startswith(UPSTREAM_DAEMON + "v0.28.")
+    assert published["cni-plugin"].startswith(UPSTREAM_PLUGIN + "v1.9.")
     up_c, node = _cluster("vxlan")
     src_c, _ = _cluster("vxlan", {"daemon": "testbed/flannel:x",
                                   "cni-plugin": "testbed/flannel-cni-plugin:y"})

@@ -68,7 +68,8 @@ def built_from(summary: dict[str, Any]) -> list[str]:
     """Every Go build of a source run as the build sentence names it: module@version, then
     release, checksum and Go version (the provenance the image builder recorded)."""
     return [f"{b['module']}@{b['version']} (release {b['release']}, {b['sum']}, {b['go']}"
-            for builds in summary["environment"]["sources"].values() for b in builds.values()]
+            for builds in summary["environment"]["sources"].values()
+            for b in builds.values() if isinstance(b, dict)]  # not the adaptations label
 
 
 def md_table(md: str, title: str) -> list[list[str]]:
@@ -246,16 +247,20 @@ def test_render_many_from_the_store(tmp_path: Path) -> None:
             assert build in text, build
     # Calico's release is a pseudo-version of its module: the sentence names its commit.
     calico = next(s for s in runs if s["cni"] == "calico")
-    (build,) = {b["version"]: b for role in calico["environment"]["sources"].values()
-                for b in role.values()}.values()
-    commit = build["version"].rsplit("-", 1)[1]
-    assert build["version"].startswith("v0.0.0-") and build["vcs_revision"] == commit
-    assert f"github.com/projectcalico/calico@{build['version']} (release " \
-        f"{calico['release']}, {build['sum']}, {build['go']}, commit {commit})" in text
+    (go,) = {b["version"]: b for role in calico["environment"]["sources"].values()
+             for b in role.values() if isinstance(b, dict)}.values()
+    commit = go["version"].rsplit("-", 1)[1]
+    assert go["version"].startswith("v0.0.0-") and go["vcs_revision"] == commit
+    assert f"github.com/projectcalico/calico@{go['version']} (release " \
+        f"{calico['release']}, {go['sum']}, {go['go']}, commit {commit})" in text
     assert text.count("github.com/projectcalico/calico@") == 1, "one module, two images"
     assert "BIRD is Debian's bird 1.6.8-10, standing in for Calico's BIRD fork." in \
         html.unescape(text)
     assert text.count("BIRD is Debian") == 1, "only the calico run"
+    (adapted,) = [b["adaptations"] for b in calico["environment"]["sources"].values()
+                  if "adaptations" in b]
+    assert adapted.startswith("bird: ")
+    assert html.unescape(text).count(f" Adapted: {adapted}.") == 1
     assert "github.com/weaveworks/weave@v2.6.5+incompatible (release v2.6.5, " in text
 
 

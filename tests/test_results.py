@@ -114,12 +114,13 @@ def cgroup_usage(rng: random.Random, cores: float, mib: float, wall_s: float = 1
 
 
 GO = "go1.22.5"
+ADAPTATIONS = re.compile(r'^LABEL io\.testbed\.adaptations="([^"]*)"$', re.M)
 
 
 def source_build(cni: str, release: str) -> tuple[dict[str, str], dict[str, Any]]:
     """A source build's images per role and its `environment.sources`, shaped like the
-    pipeline's `_sources` (role -> Go build name -> the image's provenance label), from the
-    CNI module's own source images at `release`."""
+    pipeline's `_sources` (role -> Go build name -> the image's provenance label, plus the
+    image's adaptations label), from the CNI module's own source images at `release`."""
     module = cnis.REGISTRY[cni]
     images: dict[str, str] = {}
     sources: dict[str, Any] = {}
@@ -131,6 +132,9 @@ def source_build(cni: str, release: str) -> tuple[dict[str, str], dict[str, Any]
                                        hashlib.sha256(go.ref.encode()).digest()).decode(),
                                    "vcs_revision": go.revision}
                          for go in spec.go}
+        label = ADAPTATIONS.search((REPO_ROOT / "images" / spec.folder / "Dockerfile").read_text())
+        if label:  # the image's io.testbed.adaptations label, as _sources records it
+            sources[role]["adaptations"] = label[1]
     return images, sources
 
 

@@ -1,7 +1,7 @@
 """Weave Net: weaver per node run directly (weave-kube's launch needs a kube API), weave-net CNI.
 
 Per node, as the weave-net DaemonSet would run it with hostNetwork: one weaver container in the
-node's network namespace with upstream's flags (UPSTREAM.md), its database on a per-node volume
+node's network namespace with weave-kube launch.sh's flags, its database on a per-node volume
 (the DaemonSet's hostPath /var/lib/weave), and a one-shot `weave --local setup-cni` that puts
 weave-plugin-<version> plus the weave-net/weave-ipam links into the node's /opt/cni/bin.
 weaver picks its datapath itself (fastdp where the openvswitch module exists, else the userspace
@@ -138,7 +138,8 @@ def peer_name(cluster: str, node: str) -> str:
 
 
 def weaver_args(cluster: ClusterRef, node: NodeRef) -> list[str]:
-    """weaver's command line, exactly UPSTREAM.md's, then the other nodes as peers."""
+    """weaver's command line as weave-kube's launch.sh gives it (no --expect-npc: no weave-npc
+    without a kube API), then the other nodes as peers."""
     args = [
         "--port=6783",
         "--datapath=datapath",

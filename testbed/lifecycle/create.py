@@ -77,7 +77,14 @@ class UpContext:
         assert self.selection is not None
         return {LABEL_CNI: self.cni.name, LABEL_BACKEND: self.backend,
                 LABEL_BUILD: self.selection.build,
-                LABEL_IMAGES: json.dumps({**self.tags, **self.selection.images}, sort_keys=True)}
+                LABEL_IMAGES: json.dumps(self.images(), sort_keys=True)}
+
+    def images(self) -> dict[str, str]:
+        """Every image the cluster runs: core images by name, CNI images as `<cni>-<role>`
+        (a CNI role may share a core image's name: calico's `node`)."""
+        assert self.selection is not None
+        return {**self.tags, **{f"{self.cni.name}-{role}": ref
+                                for role, ref in self.selection.images.items()}}
 
 
 def ensure_images(ctx: UpContext) -> None:

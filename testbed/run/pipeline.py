@@ -113,7 +113,7 @@ def _sources(run: Run, images: dict[str, str]) -> dict[str, Any]:
 def _environment(run: Run) -> dict[str, Any]:
     info = run.provider.client.version()
     assert run.cluster is not None and run.cluster.selection is not None
-    images = {**run.cluster.tags, **run.cluster.selection.images}
+    images = run.cluster.images()
     return {
         "image_digests": _digests(run, images),
         "packages": _packages(run),
@@ -123,7 +123,7 @@ def _environment(run: Run) -> dict[str, Any]:
         "docker_api": info.get("ApiVersion", ""), "scenario": run.scenario.name,
         "scenario_hash": run.scenario.digest(), "nodes": run.scenario.nodes,
         "build_note": run.cluster.selection.note,
-        "images": {**run.cluster.tags, **run.cluster.selection.images},
+        "images": run.cluster.images(),
     }
 
 
@@ -134,7 +134,7 @@ def bring_up(run: Run) -> None:
     run.record("meta", {"build": run.cluster.selection.build,
                         "release": run.cluster.selection.release,
                         "module": run.cluster.selection.module,
-                        "images": {**run.cluster.tags, **run.cluster.selection.images}})
+                        "images": run.cluster.images()})
     run.record("environment", _environment(run))
 
 
