@@ -72,7 +72,8 @@ def test_up_and_down_through_the_cli(built: dict[str, str], provider: DockerProv
     res = run_cli("up", "--cni", "flannel", "--nodes", "2", "--name", name,
                       "--build", "source")
     assert res.returncode == 0, res.stderr
-    assert "REFERENCE build" in res.stderr
+    assert "built here from source (github.com/flannel-io/flannel@v0.28.10)" in res.stderr
+    assert "(vxlan, source build)" in res.stderr
     try:
         again = run_cli("up", "--nodes", "2", "--name", name)
         assert again.returncode == 2
