@@ -45,3 +45,6 @@ NODE_SYSCTLS = {
     "net.ipv6.conf.all.disable_ipv6": "1",
     "net.ipv6.conf.default.disable_ipv6": "1",
 }
+
+# A CNI release name as users give it (`calico@v3.31.0`, scenario `cni.version`).
+RELEASE_PATTERN = r"^v\d+\.\d+\.\d+([-+][0-9A-Za-z.+-]+)?$"

@@ -11,7 +11,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from testbed.constants import MAX_NODES, MIN_NODES
+from testbed.constants import MAX_NODES, MIN_NODES, RELEASE_PATTERN
 from testbed.errors import UserError
 from testbed.paths import SCENARIOS_DIR
 
@@ -33,7 +33,7 @@ class CniConfig(_Model):
     name: str = "flannel"
     backend: str | None = None
     # The upstream release to run (default: the CNI's pinned one), e.g. v3.31.0.
-    version: str | None = Field(default=None, pattern=r"^v\d+\.\d+\.\d+([-+][0-9A-Za-z.+-]+)?$")
+    version: str | None = Field(default=None, pattern=RELEASE_PATTERN)
     # A fork's Go module path to build instead of upstream's (source builds only).
     module: str | None = Field(default=None,
                                pattern=r"^[a-z0-9.-]+\.[a-z]{2,}(/[A-Za-z0-9._~-]+)+$")

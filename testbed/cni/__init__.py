@@ -8,6 +8,7 @@ from testbed.cni.base import ClusterRef, Cni, NodeRef
 from testbed.cni.calico import Calico
 from testbed.cni.flannel import Flannel
 from testbed.cni.weave import Weave
+from testbed.constants import RELEASE_PATTERN
 from testbed.errors import UserError
 
 REGISTRY: dict[str, Cni] = {c.name: c for c in (Flannel(), Calico(), Weave())}
@@ -18,7 +19,7 @@ def valid_names() -> str:
     return ", ".join(f"{c.name}[:{'|'.join(c.backends)}][@VERSION]" for c in REGISTRY.values())
 
 
-VERSION = re.compile(r"^v\d+\.\d+\.\d+([-+][0-9A-Za-z.+-]+)?$")
+VERSION = re.compile(RELEASE_PATTERN)
 
 
 def check_version(version: str) -> str:
