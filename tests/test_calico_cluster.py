@@ -233,3 +233,26 @@ def test_down_leaves_no_labelled_object(provider: DockerProvider,
     assert provider.client.containers.list(all=True, filters=flt) == []
     assert provider.client.networks.list(filters=flt) == []
     assert provider.client.volumes.list(filters=flt) == []
+
+
+def test_restarted_calico_node_breaks_nothing(calico_bgp: Running) -> None:
+    """calico/node restarted on one node: BGP sessions come back Established, every path
+    passes again (the DaemonSet pod restarting, as on a rolling upgrade)."""
+    p = calico_bgp.provider
+    node = calico_bgp.ctx.nodes[2].name
+    p.restart(f"{node}-calico-node")
+    deadline = time.monotonic() + 90
+    while not Calico().ready(p, node) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert Calico().ready(p, node), "felix and BIRD ready again after the restart"
+    while True:
+        out = _exec(calico_bgp, f"{node}-calico-node",
+                    "birdcl", "-s", "/var/run/calico/bird.ctl", "show", "protocols")
+        states = {peer["state"] for peer in parse_bird_protocols(out)}
+        if states == {"Established"} or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert states == {"Established"}, out
+    res = run_cli("check", calico_bgp.name, "--json")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr
+    assert [c for c in json.loads(res.stdout)["cases"] if c["status"] == "fail"] == []

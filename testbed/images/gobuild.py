@@ -8,6 +8,7 @@ repository: the module proxy serves it, the per-user cache keeps it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -112,6 +113,9 @@ def _go(args: list[str], cwd: Path, env: dict[str, str], what: str) -> str:
         raise ProviderError(f"{what}: timed out after {BUILD_TIMEOUT:.0f}s") from e
     if res.returncode != 0:
         lines = [ln for ln in res.stderr.splitlines() if not ln.startswith("go: downloading")]
+        if not lines:  # `go ... -json` reports its error in the JSON on stdout
+            with contextlib.suppress(ValueError):
+                lines = [str(json.loads(res.stdout).get("Error", ""))]
         raise ProviderError(f"{what} failed:\n" + "\n".join(lines[-20:]))
     return res.stdout
 
