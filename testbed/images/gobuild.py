@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ from testbed.paths import cache_dir
 
 WRAPPER_PREFIX = "testbed.local/build"
 BUILD_TIMEOUT = 3600.0
+# The module proxy and checksum database here answer a request now and then with a 403/404
+# they do not give a moment later: network steps are tried this many times.
+NETWORK_TRIES = 4
 
 
 @dataclass(frozen=True)
@@ -105,12 +109,17 @@ def _env(src: GoSource) -> dict[str, str]:
     return env
 
 
-def _go(args: list[str], cwd: Path, env: dict[str, str], what: str) -> str:
-    try:
-        res = subprocess.run(["go", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                             timeout=BUILD_TIMEOUT)
-    except subprocess.TimeoutExpired as e:
-        raise ProviderError(f"{what}: timed out after {BUILD_TIMEOUT:.0f}s") from e
+def _go(args: list[str], cwd: Path, env: dict[str, str], what: str, tries: int = 1) -> str:
+    for attempt in range(1, tries + 1):
+        try:
+            res = subprocess.run(["go", *args], cwd=cwd, env=env, capture_output=True,
+                                 text=True, timeout=BUILD_TIMEOUT)
+        except subprocess.TimeoutExpired as e:
+            raise ProviderError(f"{what}: timed out after {BUILD_TIMEOUT:.0f}s") from e
+        if res.returncode == 0 or attempt == tries:
+            break
+        console.progress(f"{what}: failed (try {attempt} of {tries}), trying again")
+        time.sleep(2 * attempt)
     if res.returncode != 0:
         lines = [ln for ln in res.stderr.splitlines() if not ln.startswith("go: downloading")]
         if not lines:  # `go ... -json` reports its error in the JSON on stdout
@@ -125,11 +134,12 @@ def download(src: GoSource) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="testbed-go-"))
     try:
         out = _go(["mod", "download", "-json", src.ref], tmp, _env(src),
-                  f"go mod download {src.ref}")
+                  f"go mod download {src.ref}", tries=NETWORK_TRIES)
     except ProviderError as e:
-        if "403" in str(e) or "404" in str(e) or "410" in str(e) or "unknown revision" in str(e):
-            raise UserError(f"the Go module proxy does not serve {src.ref}: choose a version "
-                            "it serves (see `python -m testbed images versions`)") from e
+        said = str(e).splitlines()[-1].strip()
+        if any(code in said for code in ("403", "404", "410", "unknown revision")):
+            raise UserError(f"the Go module proxy does not serve {src.ref}: choose a release "
+                            f"it serves (go said: {said})") from e
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -200,7 +210,8 @@ def build(src: GoSource) -> Path:
                                        f"{imports}\n)\n")
         if src.tidy:
             console.progress("resolving and downloading dependencies (go mod tidy)")
-            _go(["mod", "tidy"], work, env, f"resolving the dependencies of {src.ref}")
+            _go(["mod", "tidy"], work, env, f"resolving the dependencies of {src.ref}",
+                tries=NETWORK_TRIES)
         else:
             console.progress(f"downloading {len(src.requires)} pinned dependencies")
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -216,7 +227,9 @@ def build(src: GoSource) -> Path:
                     args += ["-ldflags", src.ldflags.format(
                         release=src.release, release_bare=src.release.removeprefix("v"),
                         revision=src.revision)]
-                _go([*args, _package(src, pkg)], work, env, f"compiling {name}")
+                # a build also fetches what go.sum still lacks (pinned, untidied modules)
+                _go([*args, _package(src, pkg)], work, env, f"compiling {name}",
+                    tries=1 if src.tidy else NETWORK_TRIES)
             for rel, dest in src.files:
                 target = staging / "files" / dest
                 source = upstream_dir / rel
