@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 import uuid
 from typing import Any
 
 from testbed import images
+from testbed.bench import timed_cli
 from testbed.constants import LABEL_CLUSTER, LABEL_ROLE
 from testbed.lifecycle.wait import parallel
 from testbed.provider.docker import DockerProvider
-
-
-def _timed(argv: list[str]) -> float:
-    start = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "testbed", *argv], capture_output=True,
-                         text=True)
-    took = time.monotonic() - start
-    if res.returncode != 0:
-        raise SystemExit(f"`testbed {' '.join(argv)}` failed:\n{res.stderr}")
-    return took
 
 
 def floor(provider: DockerProvider, image: str, name: str, count: int = 4) -> float:
@@ -67,7 +56,7 @@ def first_cross_node_packet(provider: DockerProvider, cluster: str) -> float:
 def cnis(args: argparse.Namespace) -> None:
     """Issue 3's figures: `up` of each CNI over the same floor, then time to first packet."""
     provider = DockerProvider()
-    _timed(["images", "build"])  # every CNI's source build, so `up` times no build
+    timed_cli(["images", "build"])  # every CNI's source build, so `up` times no build
     node_image = images.resolve(images.by_name("node")).tag
     tag = uuid.uuid4().hex[:6]
     floor(provider, node_image, f"bench-{tag}")
@@ -76,11 +65,11 @@ def cnis(args: argparse.Namespace) -> None:
         name = f"b-{cni.replace(':', '-').replace('flannel', 'fl')}-{tag[:4]}"
         floor_s = floor(provider, node_image, name)
         try:
-            up_s = _timed(["up", "bench", "--cni", cni, "--nodes", str(args.nodes), "--name",
+            up_s = timed_cli(["up", "bench", "--cni", cni, "--nodes", str(args.nodes), "--name",
                            name, "--build", "source"])
             first = first_cross_node_packet(provider, name)
         finally:
-            _timed(["down", name])
+            timed_cli(["down", name])
         rows.append({"cni": cni, "floor_s": round(floor_s, 2), "up_s": round(up_s, 2),
                      "up_over_floor": round(up_s / floor_s, 2),
                      "first_cross_node_packet_s": round(first, 2)})
@@ -105,18 +94,18 @@ def main() -> None:
     provider = DockerProvider()
     name = f"bench-{uuid.uuid4().hex[:6]}"
     cni = args.cni.split(":")[0]
-    _timed(["images", "build", "--cni", cni])
+    timed_cli(["images", "build", "--cni", cni])
     node_image = images.resolve(images.by_name("node")).tag
     floor(provider, node_image, name)  # warm the engine's caches once
     floor_s = floor(provider, node_image, name)
-    warm_build = _timed(["images", "build", "--cni", cni])
+    warm_build = timed_cli(["images", "build", "--cni", cni])
     try:
-        up_s = _timed(["up", "bench", "--cni", args.cni, "--nodes", str(args.nodes), "--name", name,
-                       "--build", "source"])
+        up_s = timed_cli(["up", "bench", "--cni", args.cni, "--nodes", str(args.nodes),
+                          "--name", name, "--build", "source"])
         time.sleep(5)
         mem = memory(provider, name)
     finally:
-        down_s = _timed(["down", name])
+        down_s = timed_cli(["down", name])
     nodes = [m for m in mem if m["role"] == "node"]
     per_node = {n["container"]: round(n["mem_mib"] + sum(
         m["mem_mib"] for m in mem if m["role"] == "cni" and m["container"].startswith(

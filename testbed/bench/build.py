@@ -13,25 +13,18 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from testbed import cni as cnis
+from testbed.bench import timed_cli
 from testbed.images.build import resolve
 from testbed.provider.docker import connect
 
 
 def _build(cni: str, env: dict[str, str]) -> float:
-    start = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "testbed", "images", "build", "--cni", cni],
-                         capture_output=True, text=True, env=env)
-    if res.returncode != 0:
-        raise SystemExit(f"images build --cni {cni} failed:\n{res.stderr[-2000:]}")
-    return time.monotonic() - start
+    return timed_cli(["images", "build", "--cni", cni], env)
 
 
 def _size(path: Path) -> int:

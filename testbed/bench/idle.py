@@ -8,29 +8,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 import uuid
 from typing import Any
 
+from testbed.bench import timed_cli
 from testbed.constants import LABEL_CLUSTER, LABEL_ROLE
 from testbed.provider.docker import connect
-
-
-def _cli(*argv: str) -> None:
-    res = subprocess.run([sys.executable, "-m", "testbed", *argv], capture_output=True,
-                         text=True)
-    if res.returncode != 0:
-        raise SystemExit(f"`testbed {' '.join(argv)}` failed:\n{res.stderr[-2000:]}")
 
 
 def measure(cni: str, settle: float, seconds: float) -> list[dict[str, Any]]:
     """One cluster of `cni`: per CNI daemon, CPU % of one core over the window, MiB."""
     client = connect()
     name = f"idle-{uuid.uuid4().hex[:6]}"
-    # Calico's default pool is 192.168.0.0/16; any CNI takes the bench scenario as it is.
-    _cli("up", "bench", "--cni", cni, "--name", name)
+    timed_cli(["up", "bench", "--cni", cni, "--name", name])
     try:
         time.sleep(settle)
         daemons = [c for c in client.containers.list(
@@ -49,7 +40,7 @@ def measure(cni: str, settle: float, seconds: float) -> list[dict[str, Any]]:
                          "mem_mib": round(last[cname]["memory_stats"]["usage"] / 2**20, 1)})
         return rows
     finally:
-        _cli("down", name)
+        timed_cli(["down", name])
 
 
 def main() -> None:
