@@ -156,8 +156,9 @@ def up(scenario: str | None, cni_value: str | None, nodes: int | None, name: str
     spec.cni.images.update(parse_images(image_overrides))
     ctx = create(_provider(), spec, name, module, backend, retain=retain)
     assert ctx.selection is not None
-    console.info(f"Cluster {name!r} is up: {len(ctx.nodes)} nodes, {module.name} ({backend}, "
-                 f"{ctx.selection.build} build), {len(ctx.pods)} pods. "
+    console.info(f"Cluster {name!r} is up: {len(ctx.nodes)} nodes, {module.name} "
+                 f"{ctx.selection.release} ({backend}, {ctx.selection.build} build), "
+                 f"{len(ctx.pods)} pods. "
                  f"Next: `python -m testbed check{'' if name == DEFAULT_CLUSTER else ' ' + name}`")
 
 
