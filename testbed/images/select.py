@@ -13,8 +13,6 @@ from testbed.errors import UserError
 from testbed.images.build import present, resolve
 from testbed.images.catalog import CORE, ImageSpec
 
-BUILDS = ("auto", "upstream", "source")
-
 
 @dataclass(frozen=True)
 class Selection:
@@ -72,9 +70,8 @@ def select(client: docker.DockerClient, cni: Cni, build: str, release: str = "",
     elif build == "upstream":
         raise UserError(f"--build upstream runs the published images of {cni.module}; a fork "
                         f"({module}) can only be built from source: use --build source")
-    specs = {**cni.source_images(release, module)}
-    images = {role: resolve(spec).tag for role, spec in specs.items()}
-    images |= {role: ref for role, ref in overrides.items()}
+    specs = cni.source_images(release, module)
+    images = {role: resolve(spec).tag for role, spec in specs.items()} | overrides
     note = f"{cni.name} {release}: built here from source ({module}@{release})"
     if build == "auto":
         note += "; upstream images not present locally"
