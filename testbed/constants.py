@@ -1,4 +1,4 @@
-"""Names, labels and defaults shared by the orchestrator (the Docker-side contract)."""
+"""The host orchestrator's labels, names and defaults (the node never sees Docker labels)."""
 
 from __future__ import annotations
 
@@ -14,17 +14,8 @@ DEFAULT_CLUSTER = "testbed"
 MIN_NODES = 1
 MAX_NODES = 16
 
-# Inside node containers: where the agent lives and how it is invoked.
-AGENT_ROOT = "/opt/testbed"
-AGENT_CMD = ["python3", "-m", "testbed.agent"]
-# What the node's start-up chores (`agent setup`, run as the node boots) printed.
-NODE_SETUP_LOG = "/run/testbed-setup.json"
-CNI_BIN_DIR = "/opt/cni/bin"
-CNI_CONF_DIR = "/etc/cni/net.d"
 
 ETCD_PORT = 2379
-# The validated scenario a cluster was made from, kept in its etcd (the API server's role).
-SCENARIO_KEY = "/testbed/scenario"
 
 # Node containers never use --privileged (refused on some engines): explicit
 # capabilities, unconfined seccomp/apparmor, and sysctls fixed at create time.

@@ -2,7 +2,7 @@
 
 Checks, in order: the Docker engine, whether `--privileged` works (informational: the testbed
 never uses it), whether a container with exactly the node containers' capabilities starts,
-which kernel features exist (probed from inside that container by `testbed.agent.kernel`),
+which kernel features exist (probed from inside that container by `testbed_node.kernel`),
 free disk, images, and the tools a base-image build needs. `run()` never raises for a
 missing prerequisite: it reports it, so `--json` always prints; `ok` is false and
 `blocking` is one actionable line when something must be fixed first.
@@ -30,18 +30,12 @@ import requests.exceptions
 from docker.models.containers import Container
 
 from testbed import console
-from testbed.agent import kernel as kprobe
-from testbed.constants import (
-    AGENT_ROOT,
-    LABEL_CLUSTER,
-    LABEL_ROLE,
-    NODE_CAPS,
-    NODE_SECURITY_OPT,
-    NODE_SYSCTLS,
-)
+from testbed.constants import LABEL_CLUSTER, LABEL_ROLE, NODE_CAPS, NODE_SECURITY_OPT, NODE_SYSCTLS
 from testbed.errors import UserError
-from testbed.paths import REPO_ROOT, cache_dir
+from testbed.paths import NODE_PACKAGES, REPO_ROOT, cache_dir
 from testbed.provider.docker import create_container
+from testbed_contract.node import AGENT_ROOT, KERNEL_MODULE
+from testbed_node import kernel as kprobe
 
 GIB = 1024**3
 MIN_FREE = 5 * GIB
@@ -310,7 +304,7 @@ def _node_container(client: docker.DockerClient, cluster: str, image: str | None
 
 
 def _agent_archive(with_pyroute2: bool) -> bytes:
-    """testbed/__init__.py and testbed/agent (plus the host's pure-Python pyroute2)."""
+    """The node packages (testbed_node, testbed_contract) plus the host's pure-Python pyroute2."""
     buf = io.BytesIO()
     root = AGENT_ROOT.strip("/")
 
@@ -319,8 +313,8 @@ def _agent_archive(with_pyroute2: bool) -> bytes:
         return None if base == "__pycache__" or base.endswith(".pyc") else t
 
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add(REPO_ROOT / "testbed" / "__init__.py", f"{root}/testbed/__init__.py")
-        tar.add(REPO_ROOT / "testbed" / "agent", f"{root}/testbed/agent", filter=keep)
+        for package in NODE_PACKAGES:
+            tar.add(REPO_ROOT / package, f"{root}/{package}", filter=keep)
         spec = importlib.util.find_spec("pyroute2") if with_pyroute2 else None
         if spec and spec.submodule_search_locations:
             src = Path(next(iter(spec.submodule_search_locations)))
@@ -329,12 +323,12 @@ def _agent_archive(with_pyroute2: bool) -> bytes:
 
 
 def _probe_inside(container: Container, image_name: str | None) -> dict[str, Any]:
-    """Run `python3 -m testbed.agent.kernel` in the container; its JSON report."""
+    """Run `python3 -m testbed_node.kernel` in the container; its JSON report."""
     env = {"PYTHONPATH": AGENT_ROOT}
     if image_name != "node":  # the base image: bring the agent and pyroute2 along
         container.put_archive("/", _agent_archive(with_pyroute2=True))
         env = {"PYTHONPATH": f"{AGENT_ROOT}:{AGENT_ROOT}/site"}
-    code, (out, err) = container.exec_run(["python3", "-m", "testbed.agent.kernel"],
+    code, (out, err) = container.exec_run(["python3", "-m", KERNEL_MODULE],
                                           environment=env, demux=True)
     lines = _text(out).strip().splitlines()
     if code != 0 or not lines:

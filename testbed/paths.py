@@ -8,7 +8,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGES_DIR = REPO_ROOT / "images"
 SCENARIOS_DIR = REPO_ROOT / "scenarios"
-LOADTESTS_DIR = REPO_ROOT / "loadtests"
+# The packages shipped into node images: the node agent and the contract it shares with the host.
+NODE_PACKAGES = ("testbed_node", "testbed_contract")
+PYPROJECT = REPO_ROOT / "pyproject.toml"
 
 
 def cache_dir() -> Path:

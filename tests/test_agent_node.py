@@ -80,8 +80,8 @@ def write(node: str, path: str, text: str) -> None:
 
 
 def agent(node: str, *args: str) -> tuple[int, Any]:
-    """`python3 -m testbed.agent ARGS` in the node: exit code and parsed JSON."""
-    res = docker("exec", node, "python3", "-m", "testbed.agent", *args, check=False,
+    """`python3 -m testbed_node ARGS` in the node: exit code and parsed JSON."""
+    res = docker("exec", node, "python3", "-m", "testbed_node", *args, check=False,
                  timeout=120)
     lines = res.stdout.strip().splitlines()
     assert len(lines) == 1, f"expected one JSON line from agent {args}: {res.stdout!r} " \
@@ -159,10 +159,10 @@ def test_two_container_pod_talks_over_localhost(node: str, pods: list[str]) -> N
     add(node, pods, "duo", "web=http:8080", "side=http:9090", "nap=sleep")
     res = ok(node, "probe", "duo", "http://127.0.0.1:9090/", "--count", "2")
     assert res["ok"] and res["body"]["container"] == "side" and res["body"]["pod"] == "duo"
-    out = docker("exec", node, "python3", "-m", "testbed.agent", "pod", "exec", "duo", "--",
+    out = docker("exec", node, "python3", "-m", "testbed_node", "pod", "exec", "duo", "--",
                  "curl", "-s", "http://localhost:8080/")
     assert json.loads(out.stdout)["container"] == "web"
-    code = docker("exec", node, "python3", "-m", "testbed.agent", "pod", "exec", "duo", "--",
+    code = docker("exec", node, "python3", "-m", "testbed_node", "pod", "exec", "duo", "--",
                   "sh", "-c", "echo to-stderr >&2; exit 3", check=False)
     assert (code.returncode, code.stderr.strip()) == (3, "to-stderr")
     # the pod's processes really are in its namespace, the node's are not
@@ -196,7 +196,7 @@ def test_pod_del_frees_its_address_and_is_idempotent(node: str, pods: list[str])
 
 CNI_DEL_TWICE = """
 import json
-from testbed.agent import cni, netns
+from testbed_node import cni, netns
 path = netns.create("twice")
 runtime = cni.CniRuntime()
 conf = cni.load_dir()
@@ -233,7 +233,7 @@ def test_cni_check_passes_then_catches_a_broken_pod(node: str, pods: list[str]) 
     rec = add(node, pods, "chk")
     out = ok(node, "cni", "check", "chk")
     assert (out["checked"], out["network"]) == (True, "testnet")
-    broken = docker("exec", node, "python3", "-m", "testbed.agent", "pod", "exec", "chk", "--",
+    broken = docker("exec", node, "python3", "-m", "testbed_node", "pod", "exec", "chk", "--",
                     "ip", "addr", "del", f"{rec['ip']}/24", "dev", "eth0", check=False)
     assert broken.returncode == 0, broken.stderr
     rc, err = agent(node, "cni", "check", "chk")

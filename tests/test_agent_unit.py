@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from testbed.agent import UsageError, cni, pods, probe, workload
+from testbed_node import UsageError, cni, pods, probe, workload
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -400,14 +400,14 @@ def test_container_specs_must_be_unique() -> None:
     with pytest.raises(UsageError, match="share port"):
         pods.check_specs([parse("a=http:80"), parse("b=http:80")])
     assert pods.parse_container_spec("web=http:8080").command()[1:3] == [
-        "-m", "testbed.agent.workload"]
+        "-m", "testbed_node.workload"]
 
 
 # -- the command line ----------------------------------------------------------------------
 
 def agent(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`python3 -m testbed.agent ...` on the host."""
-    return subprocess.run([sys.executable, "-m", "testbed.agent", *args], capture_output=True,
+    """`python3 -m testbed_node ...` on the host."""
+    return subprocess.run([sys.executable, "-m", "testbed_node", *args], capture_output=True,
                           text=True, timeout=60, cwd=REPO,
                           env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
 

@@ -17,7 +17,7 @@ import docker
 import pytest
 
 from testbed import doctor
-from testbed.agent import kernel
+from testbed_node import kernel
 
 # Kernel modules behind each feature, and host files that prove it is there. Written out
 # here on purpose instead of reusing the probe's own tables: the test checks the probe.

@@ -41,7 +41,7 @@ def _internet_ip(running: Running, container: str) -> str:
 def _outside_get(running: Running, url: str, host: str) -> dict[str, Any]:
     """One request from the outside client (the probe that `check` uses)."""
     res = running.provider.exec(edge.outside_name(running.name),
-                                ["python3", "-m", "testbed.agent.probe", url, "--count", "1",
+                                ["python3", "-m", "testbed_node.probe", url, "--count", "1",
                                  "--header", f"Host: {host}"])
     assert res.exit_code == 0, res.stderr
     out: dict[str, Any] = json.loads(res.stdout)
@@ -101,7 +101,7 @@ def test_pod_to_outside_is_seen_as_its_node_never_the_pod(flannel_vxlan: Running
     node = flannel_vxlan.ctx.nodes[1]
     pod = world.pods_by_node[node.name][0]["name"]
     res = flannel_vxlan.provider.exec(node.name, [
-        "python3", "-m", "testbed.agent", "probe", pod, f"http://{echo_ip}:{edge.ECHO_PORT}/",
+        "python3", "-m", "testbed_node", "probe", pod, f"http://{echo_ip}:{edge.ECHO_PORT}/",
         "--count", "1"])
     body = json.loads(res.stdout)["body"]
     assert body["pod"] == "internet-echo"

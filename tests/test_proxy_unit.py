@@ -9,9 +9,11 @@ from collections import Counter
 
 import pytest
 
-from testbed.agent import proxy
-from testbed.agent.daemon import ProbeState
-from testbed.agent.registry import (
+from testbed.check.services import requests_needed, spread_bound, spread_table
+from testbed.errors import UserError
+from testbed.scenario import Scenario, load
+from testbed.services.allocate import allocate
+from testbed_contract.registry import (
     CLUSTER_KEY,
     Endpoint,
     Pod,
@@ -22,10 +24,8 @@ from testbed.agent.registry import (
     service_key,
     status_key,
 )
-from testbed.check.services import requests_needed, spread_bound, spread_table
-from testbed.errors import UserError
-from testbed.scenario import Scenario, load
-from testbed.services.allocate import allocate
+from testbed_node import proxy
+from testbed_node.daemon import ProbeState
 
 ECHO = Service("echo", "10.96.0.10", {"app": "echo"},
                (ServicePort(port=80, target_port=8080, node_port=30080),), type="NodePort")

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from conftest import Running, run_cli
 
-from testbed.agent.registry import Registry, status_key
 from testbed.check.services import spread
 from testbed.cluster.agent import NodeAgent
 from testbed.lifecycle.wait import parallel
 from testbed.services import registry
+from testbed_contract.registry import Registry, status_key
 
 pytestmark = pytest.mark.docker
 

@@ -13,9 +13,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from testbed.constants import AGENT_CMD
 from testbed.load.locust import LocustPhase, Place, Profile
 from testbed.provider.docker import DockerProvider
+from testbed_contract.node import AGENT_CMD
 
 URL = "http://127.0.0.1:8080/"
 

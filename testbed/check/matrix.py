@@ -10,10 +10,11 @@ from typing import Any
 from testbed.check import edge, services
 from testbed.cluster.agent import NodeAgent
 from testbed.cluster.model import Cluster
-from testbed.constants import SCENARIO_KEY
 from testbed.lifecycle.wait import parallel
 from testbed.provider.base import Provider
 from testbed.scenario import Scenario
+from testbed_contract.node import PROBE_MODULE
+from testbed_contract.registry import SCENARIO_KEY
 
 PROBE_COUNT = 3
 PROBE_TIMEOUT = 3.0
@@ -158,7 +159,7 @@ def _probe(provider: Provider, case: Case) -> dict[str, Any]:
         res: dict[str, Any] = NodeAgent(provider, case.src_node).probe(
             case.src_pod or case.src, case.url, PROBE_COUNT, PROBE_TIMEOUT, headers=case.headers)
         return res
-    argv = ["python3", "-m", "testbed.agent.probe", case.url, "--count", str(PROBE_COUNT),
+    argv = ["python3", "-m", PROBE_MODULE, case.url, "--count", str(PROBE_COUNT),
             "--timeout", str(PROBE_TIMEOUT)]
     for k, v in case.headers.items():
         argv += ["--header", f"{k}: {v}"]

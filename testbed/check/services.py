@@ -17,10 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from testbed.agent.registry import Endpoint, Registry, Service, ServicePort, selects
 from testbed.cluster.agent import NodeAgent
 from testbed.provider.base import Provider
 from testbed.services import registry
+from testbed_contract.registry import Endpoint, Registry, Service, ServicePort, selects
 
 if TYPE_CHECKING:
     from testbed.check.matrix import Case, World

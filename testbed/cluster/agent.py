@@ -1,13 +1,13 @@
-"""Orchestrator-side client of the in-node agent (`python3 -m testbed.agent` via exec)."""
+"""Orchestrator-side client of the in-node agent (`python3 -m testbed_node` via exec)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from testbed.constants import AGENT_CMD
 from testbed.errors import StepError
 from testbed.provider.base import Provider
+from testbed_contract.node import AGENT_CMD
 
 
 class NodeAgent:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from testbed.agent.registry import SERVICES
 from testbed.errors import TestbedError
 from testbed.provider.base import Provider
 from testbed.services import registry
+from testbed_contract.registry import SERVICES
 
 SERVICES_PREFIX = SERVICES
 

@@ -25,6 +25,7 @@ from testbed.edge.names import (
 from testbed.errors import UserError
 from testbed.lifecycle.wait import parallel, until
 from testbed.provider.base import ContainerSpec
+from testbed_contract.node import WORKLOAD_MODULE
 
 if TYPE_CHECKING:
     from testbed.lifecycle.create import UpContext
@@ -67,7 +68,7 @@ def start_internet(ctx: UpContext) -> None:
     ), ContainerSpec(
         name=echo_name(name), image=ctx.tags["node"], cluster=name, role="external",
         network=net, hostname=echo_name(name), labels=ctx.labels(), init=True,
-        command=["python3", "-m", "testbed.agent.workload", "--port", str(ECHO_PORT),
+        command=["python3", "-m", WORKLOAD_MODULE, "--port", str(ECHO_PORT),
                  "--pod", "internet-echo", "--container", "echo", "--node", echo_name(name)],
     )]
     parallel(provider.run, outside)

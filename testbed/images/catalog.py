@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field
 
 from testbed.images.gobuild import GoSource
+from testbed.paths import NODE_PACKAGES, PYPROJECT
 
-PYROUTE2 = "pyroute2==0.9.7"
-# The node agent's etcd client (the v3 JSON gateway, which Debian's etcd 3.4 serves).
-ETCD3GW = "etcd3gw==2.5.0"
-# Locust runs inside client pods and the outside client (never in the orchestrator).
-LOCUST = "locust==2.47.0"
+
+def node_requirements() -> tuple[str, ...]:
+    """The node agent's own dependencies: pyproject's `node` extra, pinned, wheels in the image."""
+    with PYPROJECT.open("rb") as f:
+        extras = tomllib.load(f)["project"]["optional-dependencies"]
+    return tuple(str(r) for r in extras["node"])
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,8 @@ BASE = ImageSpec(name="base", role="base")
 NODE = ImageSpec(
     name="node",
     role="node",
-    sources=("testbed/__init__.py", "testbed/agent"),
-    wheels=(PYROUTE2, LOCUST, ETCD3GW),
+    sources=NODE_PACKAGES,
+    wheels=node_requirements(),
 )
 ETCD = ImageSpec(name="etcd", role="datastore")
 INGRESS = ImageSpec(name="ingress", role="ingress")

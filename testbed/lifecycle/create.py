@@ -12,8 +12,6 @@ from testbed.cluster import model
 from testbed.cluster.agent import NodeAgent
 from testbed.cni import ClusterRef, Cni, NodeRef
 from testbed.constants import (
-    AGENT_CMD,
-    CNI_CONF_DIR,
     ETCD_PORT,
     LABEL_BACKEND,
     LABEL_BUILD,
@@ -22,9 +20,7 @@ from testbed.constants import (
     LABEL_NODE,
     NODE_CAPS,
     NODE_SECURITY_OPT,
-    NODE_SETUP_LOG,
     NODE_SYSCTLS,
-    SCENARIO_KEY,
 )
 from testbed.edge import up as edge
 from testbed.errors import StepError, UserError
@@ -35,6 +31,8 @@ from testbed.provider.base import ContainerSpec
 from testbed.provider.docker import DockerProvider
 from testbed.scenario import Scenario
 from testbed.services.up import program_services
+from testbed_contract.node import AGENT_CMD, CNI_CONF_DIR, NODE_SETUP_LOG
+from testbed_contract.registry import SCENARIO_KEY
 
 ETCD_TIMEOUT = 30.0
 CNI_TIMEOUT = 90.0

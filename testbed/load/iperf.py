@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from testbed.constants import AGENT_CMD
 from testbed.errors import StepError
 from testbed.provider.docker import DockerProvider
+from testbed_contract.node import AGENT_CMD
 
 SECONDS = 3
 STREAMS = 4

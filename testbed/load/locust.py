@@ -10,13 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed.constants import AGENT_CMD
 from testbed.errors import StepError
 from testbed.lifecycle.wait import parallel
-from testbed.paths import LOADTESTS_DIR
 from testbed.provider.docker import DockerProvider
+from testbed_contract.node import AGENT_CMD, LOCUSTFILE
 
-LOCUSTFILE = "/opt/testbed/loadtests/cni_paths.py"
 MASTER_PORT = 5557
 # Locust warns at 90 % worker CPU; above this the generator, not the CNI, limits the path.
 GENERATOR_BOUND_PCT = 90.0
@@ -148,11 +146,9 @@ class LocustPhase:
                 "PYTHONUNBUFFERED": "1"}
 
     def _install(self) -> None:
-        source = (LOADTESTS_DIR / "cni_paths.py").read_text()
         containers = {self.master.container, *(w.container for w in self.workers)}
-        for c in containers:
-            self.provider.exec(c, ["mkdir", "-p", str(Path(LOCUSTFILE).parent), self.workdir])
-            self.provider.put_file(c, LOCUSTFILE, source)
+        for c in containers:  # the locustfile itself ships in the node image
+            self.provider.exec(c, ["mkdir", "-p", self.workdir])
 
     def run(self, out_dir: Path) -> PhaseResult:
         """Start the workers, run the master to completion, copy Locust's files to out_dir."""

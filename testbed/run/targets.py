@@ -11,6 +11,7 @@ from testbed.load import iperf
 from testbed.load.locust import LocustPhase, Place, Profile
 from testbed.provider.docker import DockerProvider
 from testbed.scenario import Scenario
+from testbed_contract.node import WORKLOAD_MODULE
 
 NODE_SERVER_PORT = 18080
 CLIENT_LABEL = ("role", "client")
@@ -108,7 +109,7 @@ def phase(provider: DockerProvider, cluster: str, scenario: Scenario, path: str,
     elif path == "node-to-node":
         nodes = model.find(provider, cluster).nodes
         server, client = nodes[min(1, len(nodes) - 1)], nodes[-1]
-        provider.spawn(server.name, ["python3", "-m", "testbed.agent.workload", "--port",
+        provider.spawn(server.name, ["python3", "-m", WORKLOAD_MODULE, "--port",
                                      str(NODE_SERVER_PORT), "--pod", f"{server.name}-host"])
         targets = {path: {"urls": [f"http://{server.ip}:{NODE_SERVER_PORT}/"]}}
         head = nodes[0]

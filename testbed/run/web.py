@@ -15,13 +15,13 @@ from testbed.errors import StepError
 from testbed.images import by_name, resolve
 from testbed.lifecycle.create import up
 from testbed.lifecycle.wait import until
-from testbed.load.locust import LOCUSTFILE, MASTER_PORT, USER_CLASS
-from testbed.paths import LOADTESTS_DIR
+from testbed.load.locust import MASTER_PORT, USER_CLASS
 from testbed.provider.base import ContainerSpec
 from testbed.provider.docker import DockerProvider
 from testbed.run import targets
 from testbed.run.options import RunOptions
 from testbed.scenario import Scenario
+from testbed_contract.node import AGENT_CMD, LOCUSTFILE
 
 WEB_PATHS = ("pod-to-service", "nodeport", "ingress", "container-to-container")
 UI_PORT = 8089
@@ -66,10 +66,7 @@ def start_ui(provider: DockerProvider, cluster: str, scenario: Scenario, port: i
         network=model.network_name(cluster), command=["sleep", "infinity"], init=True,
         ports={f"{UI_PORT}/tcp": ("127.0.0.1", port)}, env=env))
     master_ip = info.ip or ""
-    source = (LOADTESTS_DIR / "cni_paths.py").read_text()
     classes = [USER_CLASS[p] for p in WEB_PATHS if p in tg]
-    provider.exec(name, ["mkdir", "-p", "/opt/testbed/loadtests"])
-    provider.put_file(name, LOCUSTFILE, source)
     provider.spawn(name, ["python3", "-m", "locust", "-f", LOCUSTFILE, "--master",
                           "--web-host", "0.0.0.0", "--web-port", str(UI_PORT),
                           "--master-bind-port", str(MASTER_PORT), "--class-picker",
@@ -77,10 +74,8 @@ def start_ui(provider: DockerProvider, cluster: str, scenario: Scenario, port: i
                           "--logfile", "/tmp/locust-master.log", *classes], env)
     pods = targets.client_pods(provider, cluster, scenario)
     for pod in pods:
-        provider.exec(pod["node_container"], ["mkdir", "-p", "/opt/testbed/loadtests"])
-        provider.put_file(pod["node_container"], LOCUSTFILE, source)
         provider.spawn(pod["node_container"], [
-            "python3", "-m", "testbed.agent", "pod", "exec", pod["name"], "--",
+            *AGENT_CMD, "pod", "exec", pod["name"], "--",
             "python3", "-m", "locust", "-f", LOCUSTFILE, "--worker", "--master-host",
             master_ip, "--master-port", str(MASTER_PORT), "--logfile",
             f"/tmp/locust-worker-{pod['name']}.log"], env)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 
-from testbed.agent.registry import Service, ServicePort
 from testbed.errors import UserError
 from testbed.scenario import NODEPORT_RANGE, Scenario
+from testbed_contract.registry import Service, ServicePort
 
 FIRST_HOST = 10
 

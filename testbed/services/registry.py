@@ -1,6 +1,6 @@
 """The orchestrator's side of the registry: writes and reads with etcdctl in the etcd container.
 
-The key layout and records are testbed.agent.registry's (the node daemon reads the same keys);
+The key layout and records are testbed_contract.registry's (the node daemon reads the same keys);
 the host never talks to etcd directly, it execs etcdctl in `<cluster>-etcd`.
 """
 
@@ -11,7 +11,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from testbed.agent.registry import (
+from testbed.cluster import model
+from testbed.errors import StepError
+from testbed.lifecycle.wait import parallel
+from testbed.provider.base import Provider
+from testbed_contract.registry import (
     CLUSTER_KEY,
     PREFIX,
     Pod,
@@ -20,10 +24,6 @@ from testbed.agent.registry import (
     pod_key,
     service_key,
 )
-from testbed.cluster import model
-from testbed.errors import StepError
-from testbed.lifecycle.wait import parallel
-from testbed.provider.base import Provider
 
 
 def put(provider: Provider, cluster: str, key: str, value: Mapping[str, Any]) -> None:

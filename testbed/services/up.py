@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from testbed.agent.daemon import LOG_FILE as DAEMON_LOG
-from testbed.agent.daemon import STATUS_FILE as DAEMON_STATUS
-from testbed.agent.registry import Pod, Service, selects
 from testbed.cluster.agent import NodeAgent
 from testbed.lifecycle.wait import parallel, until
 from testbed.services import registry
 from testbed.services.allocate import allocate
+from testbed_contract.node import DAEMON_LOG_FILE as DAEMON_LOG
+from testbed_contract.node import DAEMON_STATUS_FILE as DAEMON_STATUS
+from testbed_contract.registry import Pod, Service, selects
 
 if TYPE_CHECKING:
     from testbed.lifecycle.create import UpContext

@@ -1,6 +1,6 @@
 """The node daemon: the kubelet's readiness role and kube-proxy's iptables role, fed by etcd.
 
-One process per node (`python3 -m testbed.agent daemon start` launches it detached):
+One process per node (`python3 -m testbed_node daemon start` launches it detached):
 - readiness (kubelet): every period, GET /healthz on each local pod's HTTP containers at the
   pod IP, from the node, like a readinessProbe (periodSeconds 1, timeoutSeconds 1,
   failureThreshold 3, successThreshold 1); a container whose process is gone is not ready at
@@ -35,9 +35,8 @@ from typing import Any
 from etcd3gw.exceptions import Etcd3Exception
 from etcd3gw.lease import Lease
 
-from testbed.agent import AgentError, pods, proxy
-from testbed.agent.etcd import Etcd, EtcdCompacted, describe
-from testbed.agent.registry import (
+from testbed_contract.node import DAEMON_LOG_FILE, DAEMON_RUN_DIR, DAEMON_STATUS_FILE
+from testbed_contract.registry import (
     PODS,
     PREFIX,
     Pod,
@@ -45,11 +44,13 @@ from testbed.agent.registry import (
     pod_key,
     status_key,
 )
+from testbed_node import AgentError, pods, proxy
+from testbed_node.etcd import Etcd, EtcdCompacted, describe
 
-RUN_DIR = "/run/testbed"
+RUN_DIR = DAEMON_RUN_DIR
 LOCK_FILE = f"{RUN_DIR}/daemon.lock"
-STATUS_FILE = f"{RUN_DIR}/daemon.json"
-LOG_FILE = "/var/log/testbed/daemon.log"
+STATUS_FILE = DAEMON_STATUS_FILE
+LOG_FILE = DAEMON_LOG_FILE
 PERIOD = 1.0
 PROBE_TIMEOUT = 1.0
 FAILURE_THRESHOLD = 3
@@ -372,7 +373,7 @@ def start(period: float = PERIOD, timeout: float = START_TIMEOUT) -> dict[str, A
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (pods.PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
-    argv = [sys.executable, "-m", "testbed.agent", "daemon", "run", "--period", str(period)]
+    argv = [sys.executable, "-m", "testbed_node", "daemon", "run", "--period", str(period)]
     with open(LOG_FILE, "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, env=env, cwd="/",

@@ -26,6 +26,8 @@ SERVICES = "/testbed/services/"
 PODS = "/testbed/pods/"
 STATUS = "/testbed/status/"
 NAMESPACE = "default"
+# The validated scenario a cluster was made from, kept in its etcd (the API server's role).
+SCENARIO_KEY = "/testbed/scenario"
 
 
 def service_key(name: str) -> str:

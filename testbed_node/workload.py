@@ -113,8 +113,8 @@ def make_server(identity: Identity, host: str = "0.0.0.0") -> Server:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python3 -m testbed.agent.workload --port P [--pod NAME] [--container NAME]`."""
-    ap = argparse.ArgumentParser(prog="testbed.agent.workload", description=__doc__)
+    """`python3 -m testbed_node.workload --port P [--pod NAME] [--container NAME]`."""
+    ap = argparse.ArgumentParser(prog="testbed_node.workload", description=__doc__)
     ap.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     ap.add_argument("--pod", default=os.environ.get("POD_NAME", ""))
     ap.add_argument("--container", default=os.environ.get("CONTAINER_NAME", "app"))

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from testbed.agent import cni, netns, pods
+from testbed_node import cni, netns, pods
 
 DEBIAN_PLUGIN_DIR = "/usr/lib/cni"
 STATE_DIRS = (netns.NETNS_DIR, pods.STATE_DIR, pods.LOG_DIR, cni.DEFAULT_CACHE_DIR)

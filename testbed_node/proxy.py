@@ -26,8 +26,8 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from testbed.agent import AgentError
-from testbed.agent.registry import Endpoint, Registry, Service, ServicePort
+from testbed_contract.registry import Endpoint, Registry, Service, ServicePort
+from testbed_node import AgentError
 
 MASQ_MARK = "0x4000"
 KUBE_SERVICES = "KUBE-SERVICES"

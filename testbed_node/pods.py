@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from testbed.agent import AgentError, UsageError, cni, netns
+from testbed_node import AgentError, UsageError, cni, netns
 
 STATE_DIR = "/var/lib/testbed/pods"
 LOG_DIR = "/var/log/testbed/pods"
@@ -27,7 +27,7 @@ IFNAME = "eth0"
 READY_TIMEOUT = 15.0
 STOP_GRACE = 5.0
 DEFAULT_CONTAINERS = ("app=http:8080",)
-PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -48,7 +48,7 @@ class ContainerSpec:
     def command(self) -> list[str]:
         """The argv this container runs."""
         if self.kind == "http":
-            return [sys.executable, "-m", "testbed.agent.workload", "--port", str(self.port),
+            return [sys.executable, "-m", "testbed_node.workload", "--port", str(self.port),
                     "--container", self.name]
         if self.kind == "sleep":
             return ["sleep", "infinity"]
@@ -455,7 +455,7 @@ class PodManager:
               headers: list[str] | None = None) -> dict[str, Any]:
         """HTTP probe from a process inside the pod's netns."""
         rec = self.get(name)
-        argv = [sys.executable, "-m", "testbed.agent.probe", url, "--count", str(count),
+        argv = [sys.executable, "-m", "testbed_node.probe", url, "--count", str(count),
                 "--timeout", str(timeout)]
         for header in headers or []:
             argv += ["--header", header]

@@ -1,4 +1,4 @@
-"""`python3 -m testbed.agent ...`: JSON on stdout; failures as one `{"error": ...}` line."""
+"""`python3 -m testbed_node ...`: JSON on stdout; failures as one `{"error": ...}` line."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from testbed.agent import AgentError, UsageError, cni
+from testbed_node import AgentError, UsageError, cni
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -27,7 +27,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def _container_spec(text: str) -> Any:
-    from testbed.agent import pods
+    from testbed_node import pods
     try:
         return pods.parse_container_spec(text)
     except UsageError as e:
@@ -35,7 +35,7 @@ def _container_spec(text: str) -> Any:
 
 
 def _pod_list(text: str) -> list[tuple[str, list[Any]]]:
-    from testbed.agent import pods
+    from testbed_node import pods
     try:
         items = json.loads(text)
         if not isinstance(items, list) or not items:
@@ -67,7 +67,7 @@ def _seconds(text: str) -> float:
 
 def build_parser() -> Parser:
     """The agent's command line."""
-    p = Parser(prog="testbed.agent", description="In-node agent of testbed.")
+    p = Parser(prog="testbed_node", description="In-node agent of testbed.")
     p.add_argument("--conf-dir", default=os.environ.get("CNI_CONF_DIR", cni.DEFAULT_CONF_DIR),
                    help="CNI configuration directory (env CNI_CONF_DIR)")
     p.add_argument("--cni-path", default=os.environ.get("CNI_PATH", cni.DEFAULT_CNI_PATH),
@@ -132,10 +132,10 @@ def build_parser() -> Parser:
 
 def run(args: argparse.Namespace) -> Any:
     """Dispatch one parsed command; return its JSON-able result (an int: exit code only)."""
-    from testbed.agent import node, pods
+    from testbed_node import node, pods
 
     if args.cmd == "daemon":
-        from testbed.agent import daemon
+        from testbed_node import daemon
         if args.daemon_cmd == "run":
             return daemon.run(max(args.period, 0.1))
         if args.daemon_cmd == "start":

@@ -1,6 +1,6 @@
 """Kernel feature probe: which link kinds, qdiscs and netfilter parts this kernel really offers.
 
-Run as `python3 -m testbed.agent.kernel` inside a node container (or one with the node's
+Run as `python3 -m testbed_node.kernel` inside a node container (or one with the node's
 capabilities). Each feature is probed by doing it: a link of each kind is created in a fresh
 network namespace (or, failing that, in the container's own one), a qdisc of each kind is
 attached to a veth, iptables/ipset/conntrack are exercised through their tools, and

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed.agent import AgentError
+from testbed_node import AgentError
 
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
 DEFAULT_CNI_PATH = "/opt/cni/bin"

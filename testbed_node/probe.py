@@ -97,8 +97,8 @@ def parse_headers(items: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python3 -m testbed.agent.probe URL [--count N] [--timeout S]`: print the JSON report."""
-    ap = argparse.ArgumentParser(prog="testbed.agent.probe", description=__doc__)
+    """`python3 -m testbed_node.probe URL [--count N] [--timeout S]`: print the JSON report."""
+    ap = argparse.ArgumentParser(prog="testbed_node.probe", description=__doc__)
     ap.add_argument("url")
     ap.add_argument("--count", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=3.0)
