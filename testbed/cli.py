@@ -93,7 +93,7 @@ def images_build(cni_name: str | None, build: str) -> None:
     """Build the base rootfs, the role images and the CNIs' images from upstream source
     (cached by content hash: a warm build rebuilds nothing)."""
     from testbed import images as imgs
-    from testbed.images.select import source_specs
+    from testbed.cni.select import source_specs
     from testbed.provider.docker import connect
 
     if build == "upstream":
@@ -110,7 +110,7 @@ def images_build(cni_name: str | None, build: str) -> None:
 @_errors
 def images_list(as_json: bool) -> None:
     """Show each image: source builds and upstream references, present or not."""
-    from testbed.images.inventory import inventory
+    from testbed.cni.inventory import inventory
 
     rows = inventory()
     if as_json:
@@ -128,7 +128,7 @@ def images_list(as_json: bool) -> None:
 @_errors
 def images_load(file: str) -> None:
     """Load upstream images from a `docker save` tarball (air-gapped users)."""
-    from testbed.images.inventory import load
+    from testbed.cni.inventory import load
 
     for tag in load(Path(file)):
         console.info(f" loaded {tag}")

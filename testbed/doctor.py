@@ -177,7 +177,7 @@ def _disk(docker_info: dict[str, Any]) -> dict[str, Any]:
 # --- images and tools ----------------------------------------------------------------------
 
 def _images(report: dict[str, Any]) -> list[dict[str, Any]]:
-    from testbed.images.inventory import inventory
+    from testbed.cni.inventory import inventory
 
     try:
         rows = inventory()

@@ -13,7 +13,7 @@ import pytest
 
 from testbed import cni as cnis
 from testbed import images
-from testbed.images.select import source_specs
+from testbed.cni.select import source_specs
 from testbed.lifecycle.create import UpContext, up
 from testbed.provider.docker import DockerProvider
 from testbed.scenario import Scenario, load

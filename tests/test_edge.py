@@ -15,7 +15,8 @@ from conftest import Running, cluster_name, start
 
 from testbed import edge
 from testbed.check import edge as planners
-from testbed.check.matrix import Case, World, execute, inventory
+from testbed.check.cases import Case, World, inventory
+from testbed.check.matrix import execute
 from testbed.cluster.model import find
 from testbed.constants import LABEL_CLUSTER
 from testbed.edge import registry

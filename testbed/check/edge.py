@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from testbed.check.cases import Case, World
 from testbed.edge import registry
 from testbed.edge.names import (
     ECHO_PORT,
@@ -24,18 +25,8 @@ from testbed.edge.names import (
 )
 from testbed.provider.base import Provider
 
-if TYPE_CHECKING:
-    from testbed.check.matrix import Case, World
-
 # A Host no rule names: the ingress's default server must answer 404 (RFC 2606 name).
 UNKNOWN_HOST = "unknown.testbed.invalid"
-
-
-def _case(*args: Any, **kwargs: Any) -> Case:
-    # matrix imports this module to register the planners; import it back only when planning.
-    from testbed.check.matrix import Case
-
-    return Case(*args, **kwargs)
 
 
 def edge_facts(world: World) -> dict[str, Any]:
@@ -75,7 +66,7 @@ def backend_pods(world: World, deployments: list[str]) -> tuple[str, ...]:
 
 def _no_edge(path: str, facts: dict[str, Any]) -> Case | None:
     if not facts["outside"]:
-        return _case(path, "outside", "-", reason="no outside client container is running "
+        return Case(path, "outside", "-", reason="no outside client container is running "
                      "(a cluster created without the edge?)")
     return None
 
@@ -99,13 +90,13 @@ def outside_to_nodeport(provider: Provider, world: World) -> list[Case]:
                        "the service proxy (no /testbed/services/ record in etcd)")
                 why = why or ("" if pods else f"service {svc} has no running pods")
                 if why:
-                    cases.append(_case("outside-to-nodeport", facts["outside"], dst,
+                    cases.append(Case("outside-to-nodeport", facts["outside"], dst,
                                        reason=why))
                     continue
-                cases.append(_case("outside-to-nodeport", facts["outside"], dst,
+                cases.append(Case("outside-to-nodeport", facts["outside"], dst,
                                    src_container=facts["outside"],
                                    url=f"http://{ip}:{node_port}/", expect_pods=pods))
-    return cases or [_case("outside-to-nodeport", facts["outside"], "-",
+    return cases or [Case("outside-to-nodeport", facts["outside"], "-",
                            reason="the scenario has no NodePort service")]
 
 
@@ -117,7 +108,7 @@ def outside_to_ingress(provider: Provider, world: World) -> list[Case]:
         return [missing]
     edge_ip = facts["internet_ips"].get(facts["ingress_node"], "")
     if not facts["ingress_running"] or not edge_ip:
-        return [_case("outside-to-ingress", facts["outside"], "-",
+        return [Case("outside-to-ingress", facts["outside"], "-",
                       reason=f"no ingress running on {facts['ingress_node'] or 'an edge node'}")]
     base = f"http://{edge_ip}:{INGRESS_HTTP_PORT}"
     cases: list[Case] = []
@@ -126,13 +117,13 @@ def outside_to_ingress(provider: Provider, world: World) -> list[Case]:
         pods = backend_pods(world, facts["services"].get(r["service"], {}).get("deployments",
                                                                                 []))
         if not pods:
-            cases.append(_case("outside-to-ingress", facts["outside"], dst,
+            cases.append(Case("outside-to-ingress", facts["outside"], dst,
                                reason=f"service {r['service']} has no running pods"))
             continue
-        cases.append(_case("outside-to-ingress", facts["outside"], dst,
+        cases.append(Case("outside-to-ingress", facts["outside"], dst,
                            src_container=facts["outside"], url=f"{base}{r['path']}",
                            headers={"Host": r["host"]}, expect_pods=pods))
-    cases.append(_case("outside-to-ingress", facts["outside"], f"{UNKNOWN_HOST}/ -> 404",
+    cases.append(Case("outside-to-ingress", facts["outside"], f"{UNKNOWN_HOST}/ -> 404",
                        src_container=facts["outside"], url=f"{base}/",
                        headers={"Host": UNKNOWN_HOST}, expect_status=404))
     return cases
@@ -142,7 +133,7 @@ def pod_to_outside(provider: Provider, world: World) -> list[Case]:
     """A pod on each node reaches the internet echo server, seen as its node (SNAT)."""
     facts = edge_facts(world)
     if not facts["echo_ip"]:
-        return [_case("pod-to-outside", "-", "internet-echo",
+        return [Case("pod-to-outside", "-", "internet-echo",
                       reason="no internet echo server is running (a cluster created without "
                       "the edge?)")]
     dst = f"internet-echo {facts['echo_ip']}"
@@ -151,10 +142,10 @@ def pod_to_outside(provider: Provider, world: World) -> list[Case]:
         node_ip = facts["internet_ips"].get(node, "")
         if not pods or not node_ip:
             why = "no pods" if not pods else "no address on the internet network"
-            cases.append(_case("pod-to-outside", node, dst, reason=f"{node} has {why}"))
+            cases.append(Case("pod-to-outside", node, dst, reason=f"{node} has {why}"))
             continue
         pod = pods[0]["name"]
-        cases.append(_case("pod-to-outside", pod, dst, src_node=node, src_pod=pod,
+        cases.append(Case("pod-to-outside", pod, dst, src_node=node, src_pod=pod,
                            url=f"http://{facts['echo_ip']}:{facts['echo_port']}/",
                            expect_client=node_ip))
     return cases

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from testbed import cni as cnis
-from testbed.check.matrix import Case, World, http_port, pod_case
+from testbed.check.cases import Case, World, http_port, pod_case
 from testbed.provider.base import Provider
 from testbed.scenario import NetworkPolicy
 

@@ -15,15 +15,13 @@ import statistics
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from testbed.check.cases import Case, World
 from testbed.cluster.agent import NodeAgent
 from testbed.provider.base import Provider
 from testbed.services import registry
 from testbed_contract.registry import Endpoint, Registry, Service, ServicePort, selects
-
-if TYPE_CHECKING:
-    from testbed.check.matrix import Case, World
 
 MISS_ODDS = 1e-6
 MAX_REQUESTS = 200
@@ -33,13 +31,6 @@ SPREAD_REQUESTS = 600
 SPREAD_SIGMAS = 4.0
 
 Runner = Callable[[Provider, "Case"], dict[str, Any]]
-
-
-def _case(*args: Any, **kwargs: Any) -> Case:
-    # matrix imports this module to register the planners; import it back only when planning.
-    from testbed.check.matrix import Case
-
-    return Case(*args, **kwargs)
 
 
 def registry_of(provider: Provider, world: World) -> Registry:
@@ -141,7 +132,7 @@ def pod_to_service(provider: Provider, world: World) -> list[Case]:
     for svc, port, eps in _http_ports(reg):
         target = f"{svc.name} {svc.cluster_ip}:{port.port}"
         if not eps:
-            cases.append(_case("pod-to-service", "-", target,
+            cases.append(Case("pod-to-service", "-", target,
                                reason=f"service {svc.name} has no ready endpoints"))
             continue
         for node in sorted(world.pods_by_node):
@@ -152,12 +143,12 @@ def pod_to_service(provider: Provider, world: World) -> list[Case]:
                                  ("other node", [e for e in eps if e.node != node])):
                 dst = f"{target} ({where})"
                 if not group:
-                    cases.append(_case("pod-to-service", src["name"], dst, src_node=node,
+                    cases.append(Case("pod-to-service", src["name"], dst, src_node=node,
                                        reason=f"{svc.name} has no ready backend on "
                                        f"{'' if where == 'same node' else 'a node other than '}"
                                        f"{node}"))
                     continue
-                cases.append(_case(
+                cases.append(Case(
                     "pod-to-service", src["name"], dst, src_node=node, src_pod=src["name"],
                     url=_url(svc.cluster_ip, port.port),
                     expect_pods=tuple(sorted(e.pod for e in group)),
@@ -184,10 +175,10 @@ def pod_to_nodeport(provider: Provider, world: World) -> list[Case]:
                     continue
                 dst = f"{to} {reg.nodes[to]}:{port.node_port} ({svc.name}, {where})"
                 if not eps:
-                    cases.append(_case("pod-to-nodeport", src["name"], dst, src_node=node,
+                    cases.append(Case("pod-to-nodeport", src["name"], dst, src_node=node,
                                        reason=f"service {svc.name} has no ready endpoints"))
                     continue
-                cases.append(_case("pod-to-nodeport", src["name"], dst, src_node=node,
+                cases.append(Case("pod-to-nodeport", src["name"], dst, src_node=node,
                                    src_pod=src["name"],
                                    url=_url(reg.nodes[to], port.node_port),
                                    expect_pods=backends))
@@ -203,7 +194,7 @@ def hairpin(provider: Provider, world: World) -> list[Case]:
         target = f"{svc.name} {svc.cluster_ip}:{port.port}"
         for node in sorted({e.node for e in eps}):
             ep = next(e for e in eps if e.node == node)
-            cases.append(_case("hairpin", ep.pod, f"{target} -> itself", src_node=node,
+            cases.append(Case("hairpin", ep.pod, f"{target} -> itself", src_node=node,
                                src_pod=ep.pod, url=_url(svc.cluster_ip, port.port),
                                expect_pods=(ep.pod,),
                                runner=until_answered(requests_needed(1, len(eps)))))

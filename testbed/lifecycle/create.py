@@ -11,6 +11,7 @@ from testbed import console, images
 from testbed.cluster import model
 from testbed.cluster.agent import NodeAgent
 from testbed.cni import ClusterRef, Cni, NodeRef
+from testbed.cni.select import Selection, check_overrides, select
 from testbed.constants import (
     ETCD_PORT,
     LABEL_BACKEND,
@@ -24,7 +25,6 @@ from testbed.constants import (
 )
 from testbed.edge import up as edge
 from testbed.errors import StepError, UserError
-from testbed.images.select import Selection, check_overrides, select
 from testbed.lifecycle import pipeline
 from testbed.lifecycle.wait import parallel, until
 from testbed.provider.base import ContainerSpec
