@@ -27,21 +27,21 @@ class Parser(argparse.ArgumentParser):
 
 
 def _container_spec(text: str) -> Any:
-    from testbed_node import pods
+    from testbed_node import podspec
     try:
-        return pods.parse_container_spec(text)
+        return podspec.parse_container_spec(text)
     except UsageError as e:
         raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def _pod_list(text: str) -> list[tuple[str, list[Any]]]:
-    from testbed_node import pods
+    from testbed_node import podspec
     try:
         items = json.loads(text)
         if not isinstance(items, list) or not items:
             raise ValueError("expected a non-empty JSON list")
-        return [(str(i["name"]), [pods.parse_container_spec(str(c))
-                                  for c in i.get("containers") or pods.DEFAULT_CONTAINERS])
+        return [(str(i["name"]), [podspec.parse_container_spec(str(c))
+                                  for c in i.get("containers") or podspec.DEFAULT_CONTAINERS])
                 for i in items]
     except (ValueError, TypeError, KeyError) as e:
         raise argparse.ArgumentTypeError(f"pods: {e}") from e
@@ -132,7 +132,7 @@ def build_parser() -> Parser:
 
 def run(args: argparse.Namespace) -> Any:
     """Dispatch one parsed command; return its JSON-able result (an int: exit code only)."""
-    from testbed_node import node, pods
+    from testbed_node import node, pods, podspec
 
     if args.cmd == "daemon":
         from testbed_node import daemon
@@ -161,8 +161,9 @@ def run(args: argparse.Namespace) -> Any:
     if args.cmd == "probe":
         return mgr.probe(args.pod, args.url, args.count, args.timeout, args.header)
     actions: dict[str, Callable[[], Any]] = {
-        "add": lambda: mgr.add(args.name, pods.check_specs(
-            args.containers or [pods.parse_container_spec(s) for s in pods.DEFAULT_CONTAINERS]),
+        "add": lambda: mgr.add(args.name, podspec.check_specs(
+            args.containers or [podspec.parse_container_spec(s)
+                                for s in podspec.DEFAULT_CONTAINERS]),
             args.ready_timeout),
         "add-many": lambda: mgr.add_many(args.pods, args.ready_timeout),
         "del": lambda: mgr.delete(args.name),

@@ -6,172 +6,24 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import secrets
-import shlex
-import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from testbed_node import AgentError, UsageError, cni, netns
+from testbed_node import UsageError, cni, netns
+from testbed_node.podspec import ContainerSpec, check_name, check_specs
+from testbed_node.process import PodError, http_ready, log_tail, owned, start_ticks, stop
 
 STATE_DIR = "/var/lib/testbed/pods"
 LOG_DIR = "/var/log/testbed/pods"
 IFNAME = "eth0"
 READY_TIMEOUT = 15.0
-STOP_GRACE = 5.0
-DEFAULT_CONTAINERS = ("app=http:8080",)
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
-
-_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-
-
-class PodError(AgentError):
-    """A pod operation that could not be done."""
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """One process of a pod: an http workload server, a sleeper, or a command."""
-
-    name: str
-    kind: str
-    port: int | None = None
-    argv: tuple[str, ...] = ()
-
-    def command(self) -> list[str]:
-        """The argv this container runs."""
-        if self.kind == "http":
-            return [sys.executable, "-m", "testbed_node.workload", "--port", str(self.port),
-                    "--container", self.name]
-        if self.kind == "sleep":
-            return ["sleep", "infinity"]
-        return list(self.argv)
-
-
-def check_name(name: str, what: str = "pod") -> str:
-    """Names become netns and file names: DNS labels only."""
-    if not _NAME_RE.match(name):
-        raise UsageError(f"invalid {what} name {name!r}: use 1-63 lowercase letters, digits "
-                         "or '-', starting and ending with a letter or digit")
-    return name
-
-
-def parse_container_spec(text: str) -> ContainerSpec:
-    """`NAME=http:PORT`, `NAME=sleep` or `NAME=cmd:ARGV...` (argv split like a shell, no shell)."""
-    name, sep, rest = text.partition("=")
-    if not sep:
-        raise UsageError(f"container spec {text!r} must look like NAME=http:PORT, NAME=sleep "
-                         "or NAME=cmd:ARGV")
-    check_name(name, "container")
-    kind, _, arg = rest.partition(":")
-    if kind == "http":
-        if not arg.isdigit() or not 1 <= int(arg) <= 65535:
-            raise UsageError(f"container spec {text!r}: http needs a port 1-65535")
-        return ContainerSpec(name, "http", port=int(arg))
-    if kind == "sleep" and not arg:
-        return ContainerSpec(name, "sleep")
-    if kind == "cmd":
-        try:
-            argv = shlex.split(arg)
-        except ValueError as e:
-            raise UsageError(f"container spec {text!r}: {e}") from e
-        if not argv:
-            raise UsageError(f"container spec {text!r}: cmd needs a command")
-        return ContainerSpec(name, "cmd", argv=tuple(argv))
-    raise UsageError(f"container spec {text!r}: kind must be http:PORT, sleep or cmd:ARGV")
-
-
-def check_specs(specs: list[ContainerSpec]) -> list[ContainerSpec]:
-    """Container names and http ports must be unique within a pod."""
-    names = [s.name for s in specs]
-    dup = {n for n in names if names.count(n) > 1}
-    if dup:
-        raise UsageError(f"duplicate container name(s): {', '.join(sorted(dup))}")
-    ports = [s.port for s in specs if s.port is not None]
-    dup_ports = {p for p in ports if ports.count(p) > 1}
-    if dup_ports:
-        raise UsageError(f"containers share port(s) {sorted(dup_ports)} in one network namespace")
-    return specs
-
-
-def _start_ticks(pid: int) -> int | None:
-    """Process start time in clock ticks (field 22 of /proc/PID/stat); None if gone or zombie."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2:].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
-def _owned(container: dict[str, Any], ns_path: str) -> bool:
-    """Whether the recorded pid is still this pod's process (same start time, same netns)."""
-    pid = container.get("pid")
-    if not isinstance(pid, int) or pid <= 1:
-        return False
-    ticks = _start_ticks(pid)
-    if ticks is None or ticks != container.get("start_ticks"):
-        return False
-    return not os.path.exists(ns_path) or netns.pid_in(pid, ns_path)
-
-
-def _signal(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-
-
-def _stop(container: dict[str, Any], ns_path: str) -> str:
-    """Stop one recorded process: 'stopped', 'killed' or 'gone' (never touches other pids)."""
-    if not _owned(container, ns_path):
-        return "gone"
-    pid = int(container["pid"])
-    for sig, grace, outcome in ((signal.SIGTERM, STOP_GRACE, "stopped"),
-                                (signal.SIGKILL, 2.0, "killed")):
-        _signal(pid, sig)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)  # reaps it when the agent itself is the parent
-            if _start_ticks(pid) != container.get("start_ticks"):
-                return outcome
-            time.sleep(0.05)
-    raise PodError(f"process {pid} ({container.get('name')}) survived SIGKILL")
-
-
-def _log_tail(path: str, lines: int = 5) -> str:
-    try:
-        text = Path(path).read_text(errors="replace")
-    except OSError:
-        return ""
-    return " | ".join(ln for ln in text.splitlines()[-lines:] if ln.strip())
-
-
-def _http_ready(ns_path: str, port: int) -> bool:
-    """GET /healthz on 127.0.0.1:port from inside the pod answers 200."""
-    sock = netns.socket_in(ns_path)
-    try:
-        sock.settimeout(1.0)
-        sock.connect(("127.0.0.1", port))
-        sock.sendall(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        head = sock.recv(64)
-    except OSError:
-        return False
-    finally:
-        sock.close()
-    return head.startswith(b"HTTP/1.") and head[9:12] == b"200"
-
 
 class PodManager:
     """Adds, deletes and lists the pods of this node."""
@@ -234,7 +86,7 @@ class PodManager:
 
     def _with_liveness(self, rec: dict[str, Any]) -> dict[str, Any]:
         out = dict(rec)
-        out["containers"] = [dict(c, alive=_owned(c, rec["netns"]))
+        out["containers"] = [dict(c, alive=owned(c, rec["netns"]))
                              for c in rec.get("containers", [])]
         return out
 
@@ -336,17 +188,17 @@ class PodManager:
             raise PodError(f"pod {rec['name']}: container {spec.name} ({argv[0]}) did not "
                            f"start: {e.strerror or e}") from e
         return {"name": spec.name, "kind": spec.kind, "port": spec.port, "argv": argv,
-                "pid": pid, "start_ticks": _start_ticks(pid), "log": log}
+                "pid": pid, "start_ticks": start_ticks(pid), "log": log}
 
     def _wait_ready(self, rec: dict[str, Any], timeout: float, deadline: float) -> None:
         for c in rec["containers"]:
             while True:
-                if not _owned(c, rec["netns"]):
+                if not owned(c, rec["netns"]):
                     with contextlib.suppress(ChildProcessError):
                         os.waitpid(c["pid"], os.WNOHANG)
                     raise PodError(f"pod {rec['name']}: container {c['name']} exited: "
-                                   f"{_log_tail(c['log']) or 'no output'}")
-                if c["kind"] != "http" or _http_ready(rec["netns"], c["port"]):
+                                   f"{log_tail(c['log']) or 'no output'}")
+                if c["kind"] != "http" or http_ready(rec["netns"], c["port"]):
                     break
                 if time.monotonic() > deadline:
                     raise PodError(f"pod {rec['name']}: container {c['name']} did not answer "
@@ -358,7 +210,7 @@ class PodManager:
         """Best-effort rollback of a failed add (processes, CNI DEL, netns, record)."""
         for c in containers:
             with contextlib.suppress(Exception):
-                _stop(c, rec["netns"])
+                stop(c, rec["netns"])
         with contextlib.suppress(Exception):
             self.runtime.delete(netconf, self._rt(rec))
         self._del_loopback(rec)
@@ -393,7 +245,7 @@ class PodManager:
             warnings: list[str] = []
             rec["status"] = "deleting"  # terminating first, as Kubernetes marks a pod, so
             self._save(rec)  # the node's daemon drops it at once, not as a failing pod
-            stopped = {c["name"]: _stop(c, rec["netns"]) for c in rec.get("containers", [])}
+            stopped = {c["name"]: stop(c, rec["netns"]) for c in rec.get("containers", [])}
             netconf = self._netconf_for(rec, warnings)
             if netconf is not None:
                 self.runtime.delete(netconf, self._rt(rec))

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from testbed_node import UsageError, cni, pods, probe, workload
+from testbed_node import UsageError, cni, podspec, probe, workload
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -373,15 +373,15 @@ def test_parse_error() -> None:
 # -- pods: container specs -----------------------------------------------------------------
 
 @pytest.mark.parametrize(("text", "spec"), [
-    ("app=http:8080", pods.ContainerSpec("app", "http", port=8080)),
-    ("side=sleep", pods.ContainerSpec("side", "sleep")),
+    ("app=http:8080", podspec.ContainerSpec("app", "http", port=8080)),
+    ("side=sleep", podspec.ContainerSpec("side", "sleep")),
     ("w=cmd:python3 -m http.server 9000",
-     pods.ContainerSpec("w", "cmd", argv=("python3", "-m", "http.server", "9000"))),
-    ("q=cmd:sh -c 'echo a; sleep 1'", pods.ContainerSpec("q", "cmd",
+     podspec.ContainerSpec("w", "cmd", argv=("python3", "-m", "http.server", "9000"))),
+    ("q=cmd:sh -c 'echo a; sleep 1'", podspec.ContainerSpec("q", "cmd",
                                                          argv=("sh", "-c", "echo a; sleep 1"))),
 ])
-def test_container_spec_parsing(text: str, spec: pods.ContainerSpec) -> None:
-    assert pods.parse_container_spec(text) == spec
+def test_container_spec_parsing(text: str, spec: podspec.ContainerSpec) -> None:
+    assert podspec.parse_container_spec(text) == spec
 
 
 @pytest.mark.parametrize("text", [
@@ -390,16 +390,16 @@ def test_container_spec_parsing(text: str, spec: pods.ContainerSpec) -> None:
 ])
 def test_container_spec_errors(text: str) -> None:
     with pytest.raises(UsageError):
-        pods.parse_container_spec(text)
+        podspec.parse_container_spec(text)
 
 
 def test_container_specs_must_be_unique() -> None:
-    parse = pods.parse_container_spec
+    parse = podspec.parse_container_spec
     with pytest.raises(UsageError, match="duplicate container"):
-        pods.check_specs([parse("a=sleep"), parse("a=http:80")])
+        podspec.check_specs([parse("a=sleep"), parse("a=http:80")])
     with pytest.raises(UsageError, match="share port"):
-        pods.check_specs([parse("a=http:80"), parse("b=http:80")])
-    assert pods.parse_container_spec("web=http:8080").command()[1:3] == [
+        podspec.check_specs([parse("a=http:80"), parse("b=http:80")])
+    assert podspec.parse_container_spec("web=http:8080").command()[1:3] == [
         "-m", "testbed_node.workload"]
 
 

@@ -25,7 +25,7 @@ from testbed_contract.registry import (
     status_key,
 )
 from testbed_node import proxy
-from testbed_node.daemon import ProbeState
+from testbed_node.readiness import ProbeState
 
 ECHO = Service("echo", "10.96.0.10", {"app": "echo"},
                (ServicePort(port=80, target_port=8080, node_port=30080),), type="NodePort")
