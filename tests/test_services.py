@@ -56,9 +56,11 @@ def endpoints_in_rules(running: Running) -> dict[str, set[str]]:
 
     def one(node: str) -> set[str]:
         save = nat(running, node)
-        svc = next(target(r) for r in chain(save, "KUBE-SERVICES") if f"-d {ip}/32" in r)
-        seps = [target(r) for r in chain(save, svc) if "KUBE-SEP-" in r]
-        return {grab(r"--to-destination (\S+)", chain(save, s)[-1]) for s in seps}
+        svc = next((target(r) for r in chain(save, "KUBE-SERVICES") if f"-d {ip}/32" in r), None)
+        if svc is None:  # between two rule writes: no chain for the service yet
+            return set()
+        seps = [chain(save, target(r)) for r in chain(save, svc) if "KUBE-SEP-" in r]
+        return {grab(r"--to-destination (\S+)", sep[-1]) for sep in seps if sep}
 
     nodes = [n.name for n in running.ctx.nodes]
     return dict(zip(nodes, parallel(one, nodes), strict=True))
