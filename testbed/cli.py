@@ -16,6 +16,7 @@ from testbed import cni as cnis
 from testbed import console
 from testbed.constants import DEFAULT_CLUSTER, MAX_NODES, MIN_NODES
 from testbed.errors import CheckFailed, TestbedError, UserError
+from testbed.provider.base import Provider
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,7 +47,7 @@ def _print_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, sort_keys=False))
 
 
-def _provider() -> Any:
+def _provider() -> Provider:
     from testbed.provider.docker import DockerProvider
 
     return DockerProvider()
@@ -94,13 +95,12 @@ def images_build(cni_name: str | None, build: str) -> None:
     (cached by content hash: a warm build rebuilds nothing)."""
     from testbed import images as imgs
     from testbed.cni.select import source_specs
-    from testbed.provider.docker import connect
 
     if build == "upstream":
         raise UserError("upstream images are not built here: load them with "
                         "`python -m testbed images load FILE.tar`")
     specs = source_specs((cni_name,) if cni_name else ())
-    tags = imgs.ensure(connect(), specs)
+    tags = imgs.ensure(_provider().images, specs)
     for name, tag in tags.items():
         console.info(f" {name:32} {tag}")
 
@@ -112,7 +112,7 @@ def images_list(as_json: bool) -> None:
     """Show each image: source builds and upstream references, present or not."""
     from testbed.cni.inventory import inventory
 
-    rows = inventory()
+    rows = inventory(_provider().images)
     if as_json:
         _print_json(rows)
         return
@@ -130,7 +130,7 @@ def images_load(file: str) -> None:
     """Load upstream images from a `docker save` tarball (air-gapped users)."""
     from testbed.cni.inventory import load
 
-    for tag in load(Path(file)):
+    for tag in load(_provider().images, Path(file)):
         console.info(f" loaded {tag}")
 
 

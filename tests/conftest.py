@@ -43,7 +43,7 @@ def provider() -> DockerProvider:
 def built(provider: DockerProvider) -> dict[str, str]:
     """The core images and Flannel, Weave and Calico built from their upstream Go modules,
     once for the whole session (`.ci/run` builds them first; this is then a cache hit)."""
-    return images.ensure(provider.client, source_specs())
+    return images.ensure(provider.images, source_specs())
 
 
 @dataclass

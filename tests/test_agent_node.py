@@ -49,9 +49,9 @@ def docker(*args: str, input: str | None = None, check: bool = True,
 def node_image() -> str:
     """The node image from images/node, built (or found cached) by the project's builder."""
     from testbed import images
-    from testbed.provider.docker import connect
+    from testbed.provider.docker import DockerProvider
 
-    return images.ensure(connect(), (images.by_name("node"),))["node"]
+    return images.ensure(DockerProvider().images, (images.by_name("node"),))["node"]
 
 
 @pytest.fixture(scope="module")

@@ -10,35 +10,29 @@ from typing import Any
 
 from testbed import images
 from testbed.bench import timed_cli
-from testbed.constants import LABEL_CLUSTER, LABEL_ROLE
 from testbed.lifecycle.wait import parallel
+from testbed.provider.base import ContainerSpec, Provider
 from testbed.provider.docker import DockerProvider
 
 
-def floor(provider: DockerProvider, image: str, name: str, count: int = 4) -> float:
+def floor(provider: Provider, image: str, name: str, count: int = 4) -> float:
     """Seconds to start and remove `count` bare containers from the node image."""
     start = time.monotonic()
-    labels = {LABEL_CLUSTER: name, LABEL_ROLE: "bench"}
-    made = parallel(lambda i: provider.client.containers.run(
-        image, ["sleep", "infinity"], name=f"{name}-bare-{i}", detach=True, init=True,
-        labels=labels), range(count))
-    parallel(lambda c: c.remove(force=True), made)
+    parallel(lambda i: provider.run(ContainerSpec(
+        name=f"{name}-bare-{i}", image=image, cluster=name, role="bench",
+        command=["sleep", "infinity"], init=True)), range(count))
+    provider.delete_cluster(name)
     return time.monotonic() - start
 
 
-def memory(provider: DockerProvider, cluster: str) -> list[dict[str, Any]]:
+def memory(provider: Provider, cluster: str) -> list[dict[str, Any]]:
     """Idle memory (MiB) of each node container and its CNI daemons."""
-    out = []
-    for info in provider.containers(cluster=cluster):
-        stats: Any = provider.client.containers.get(info.name).stats(stream=False)
-        mem = stats.get("memory_stats", {})
-        used = mem.get("usage", 0) - mem.get("stats", {}).get("inactive_file", 0)
-        out.append({"container": info.name, "role": info.role,
-                    "mem_mib": round(used / 2**20, 1)})
-    return out
+    return [{"container": info.name, "role": info.role,
+             "mem_mib": provider.stats(info.name).mem_mib}
+            for info in provider.containers(cluster=cluster)]
 
 
-def first_cross_node_packet(provider: DockerProvider, cluster: str) -> float:
+def first_cross_node_packet(provider: Provider, cluster: str) -> float:
     """Seconds from now until a pod on node 1 first gets an answer from a pod on node 2."""
     from testbed.cluster.agent import NodeAgent
 

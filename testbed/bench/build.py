@@ -20,7 +20,7 @@ from typing import Any
 from testbed import cni as cnis
 from testbed.bench import timed_cli
 from testbed.images.build import resolve
-from testbed.provider.docker import connect
+from testbed.provider.docker import DockerProvider
 
 
 def _build(cni: str, env: dict[str, str]) -> float:
@@ -32,13 +32,11 @@ def _size(path: Path) -> int:
 
 
 def _remove_images(cni: str, cache: str) -> None:
-    client = connect()
+    store = DockerProvider().images
     os.environ["TESTBED_CACHE"] = cache  # the tags hash the Go build keys, not the cache path
     module = cnis.REGISTRY[cni]
     for spec in module.source_images(module.default_release, module.module).values():
-        tag = resolve(spec).tag
-        if client.images.list(name=tag):
-            client.images.remove(tag, force=True)
+        store.remove(resolve(spec).tag)
 
 
 def bench(cni: str) -> dict[str, Any]:

@@ -13,32 +13,26 @@ import uuid
 from typing import Any
 
 from testbed.bench import timed_cli
-from testbed.constants import LABEL_CLUSTER, LABEL_ROLE
-from testbed.provider.docker import connect
+from testbed.provider.docker import DockerProvider
 
 
 def measure(cni: str, settle: float, seconds: float) -> list[dict[str, Any]]:
     """One cluster of `cni`: per CNI daemon, CPU % of one core over the window, MiB."""
-    client = connect()
+    provider = DockerProvider()
     name = f"idle-{uuid.uuid4().hex[:6]}"
     timed_cli(["up", "bench", "--cni", cni, "--name", name])
     try:
         time.sleep(settle)
-        daemons = [c for c in client.containers.list(
-            filters={"label": f"{LABEL_CLUSTER}={name}"}) if c.labels.get(LABEL_ROLE) == "cni"]
-        first: dict[str, Any] = {str(c.name): c.stats(stream=False) for c in daemons}
+        daemons = [c.name for c in provider.containers(cluster=name, role="cni")
+                   if c.status == "running"]
+        first = {c: provider.stats(c) for c in daemons}
         start = time.monotonic()
         time.sleep(seconds)
-        last: dict[str, Any] = {str(c.name): c.stats(stream=False) for c in daemons}
+        last = {c: provider.stats(c) for c in daemons}
         window = time.monotonic() - start
-        rows = []
-        for cname in first:
-            used = (last[cname]["cpu_stats"]["cpu_usage"]["total_usage"]
-                    - first[cname]["cpu_stats"]["cpu_usage"]["total_usage"]) / 1e9
-            rows.append({"cni": cni, "container": cname,
-                         "cpu_pct": round(100 * used / window, 2),
-                         "mem_mib": round(last[cname]["memory_stats"]["usage"] / 2**20, 1)})
-        return rows
+        return [{"cni": cni, "container": c,
+                 "cpu_pct": round(100 * (last[c].cpu_s - first[c].cpu_s) / window, 2),
+                 "mem_mib": last[c].mem_mib} for c in daemons]
     finally:
         timed_cli(["down", name])
 

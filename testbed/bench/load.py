@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from testbed.load.locust import LocustPhase, Place, Profile
+from testbed.provider.base import Provider
 from testbed.provider.docker import DockerProvider
 from testbed_contract.node import AGENT_CMD
 
 URL = "http://127.0.0.1:8080/"
 
 
-def wrk(provider: DockerProvider, node: str, pod: str, conns: int, seconds: int) -> float:
+def wrk(provider: Provider, node: str, pod: str, conns: int, seconds: int) -> float:
     """Requests per second wrk (one thread) gets from inside a pod."""
     res = provider.exec(node, [*AGENT_CMD, "pod", "exec", pod, "--", "wrk", "-t1",
                                f"-c{conns}", f"-d{seconds}s", URL])
@@ -32,7 +33,7 @@ def wrk(provider: DockerProvider, node: str, pod: str, conns: int, seconds: int)
 
 def ceiling(users: int, seconds: int) -> dict[str, Any]:
     """Locust (1 worker, no wait between requests) vs wrk on container-to-container."""
-    provider = DockerProvider()
+    provider: Provider = DockerProvider()
     name = f"bench-load-{uuid.uuid4().hex[:6]}"
     cli = [sys.executable, "-m", "testbed"]
     subprocess.run([*cli, "up", "light", "--name", name, "--build", "source"], check=True,
@@ -55,7 +56,7 @@ def ceiling(users: int, seconds: int) -> dict[str, Any]:
             "wrk_rps": wrk_rps, "locust_over_wrk": round(locust.rps / wrk_rps, 3)}
 
 
-def _pods(provider: DockerProvider, node: str) -> list[dict[str, Any]]:
+def _pods(provider: Provider, node: str) -> list[dict[str, Any]]:
     res = provider.exec(node, [*AGENT_CMD, "pod", "list"])
     pods: list[dict[str, Any]] = json.loads(res.stdout)
     return pods

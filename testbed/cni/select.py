@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-import docker
-import docker.errors
-
 from testbed.cni.base import Cni
 from testbed.errors import UserError
-from testbed.images.build import present, resolve
+from testbed.images.build import resolve
 from testbed.images.catalog import CORE, ImageSpec
+from testbed.provider.base import ImageStore
 
 
 @dataclass(frozen=True)
@@ -27,17 +25,11 @@ class Selection:
     specs: dict[str, ImageSpec] = field(default_factory=dict)
 
 
-def _obtainable(client: docker.DockerClient, ref: str) -> bool:
-    if present(client, ref):
+def _obtainable(store: ImageStore, ref: str) -> bool:
+    if store.exists(ref):
         return True
     # Pulling is opt-in: this tool never reaches for a registry unless asked to.
-    if os.environ.get("TESTBED_PULL") != "1":
-        return False
-    try:
-        client.images.pull(ref)
-    except docker.errors.APIError:
-        return False
-    return True
+    return os.environ.get("TESTBED_PULL") == "1" and store.pull(ref)
 
 
 def check_overrides(cni: Cni, overrides: dict[str, str]) -> None:
@@ -49,7 +41,7 @@ def check_overrides(cni: Cni, overrides: dict[str, str]) -> None:
                         f"roles are {', '.join(roles)}")
 
 
-def select(client: docker.DockerClient, cni: Cni, build: str, release: str = "",
+def select(store: ImageStore, cni: Cni, build: str, release: str = "",
            module: str = "", overrides: dict[str, str] | None = None) -> Selection:
     """Resolve `--build auto|upstream|source` to image references per role."""
     overrides = overrides or {}
@@ -58,7 +50,7 @@ def select(client: docker.DockerClient, cni: Cni, build: str, release: str = "",
     module = module or cni.module
     upstream = {**cni.upstream_images(release), **overrides}
     if build in ("auto", "upstream") and module == cni.module:
-        missing = [ref for ref in upstream.values() if not _obtainable(client, ref)]
+        missing = [ref for ref in upstream.values() if not _obtainable(store, ref)]
         if not missing:
             return Selection("upstream", upstream, f"{cni.name} {release}: upstream images",
                              release, module)

@@ -12,14 +12,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker
-import docker.errors
-
 from testbed import console
 from testbed.errors import ProviderError, UserError
 from testbed.images import gobuild
 from testbed.images.catalog import BASE, ImageSpec
 from testbed.paths import IMAGES_DIR, REPO_ROOT, cache_dir
+from testbed.provider.base import ImageStore
 
 DEBIAN_SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -75,51 +73,42 @@ def resolve(spec: ImageSpec) -> Resolved:
     return Resolved(spec, h.hexdigest())
 
 
-def present(client: docker.DockerClient, tag: str) -> bool:
-    """Whether an image with this tag exists locally."""
-    try:
-        client.images.get(tag)
-    except docker.errors.ImageNotFound:
-        return False
-    return True
-
-
-def ensure(client: docker.DockerClient, specs: tuple[ImageSpec, ...]) -> dict[str, str]:
+def ensure(store: ImageStore, specs: tuple[ImageSpec, ...]) -> dict[str, str]:
     """Build whichever of `specs` (and the base) is missing; return name -> tag."""
     base = resolve(BASE)
-    if not present(client, base.tag):
-        _build_base(client, base)
+    if not store.exists(base.tag):
+        _build_base(store, base)
     tags = {BASE.name: base.tag}
     for spec in specs:
         if spec is BASE:
             continue
         res = resolve(spec)
-        if not present(client, res.tag):
-            _build(client, res, base.tag)
+        if not store.exists(res.tag):
+            _build(store, res, base.tag)
         tags[spec.name] = res.tag
     return tags
 
 
-def _build_base(client: docker.DockerClient, base: Resolved) -> None:
+def _build_base(store: ImageStore, base: Resolved) -> None:
     with console.step(f"Building base rootfs {base.tag} from Debian packages"):
-        local = next((t for t in LOCAL_DEBIAN_BASES if present(client, t)), None)
+        local = next((t for t in LOCAL_DEBIAN_BASES if store.exists(t)), None)
         if local:
             console.progress(f"using local Debian image {local}")
-            _build_base_from_image(client, base, local)
+            _build_base_from_image(store, base, local)
         else:
-            _build_base_mmdebstrap(client, base)
+            _build_base_mmdebstrap(store, base)
 
 
-def _build_base_from_image(client: docker.DockerClient, base: Resolved, image: str) -> None:
+def _build_base_from_image(store: ImageStore, base: Resolved, image: str) -> None:
     with tempfile.TemporaryDirectory(prefix="testbed-base-") as ctx:
         Path(ctx, "Dockerfile").write_text(
             f"FROM {image}\nRUN apt-get update && apt-get install -y --no-install-recommends "
             f"{' '.join(base_packages())} && rm -rf /var/lib/apt/lists/*\n"
         )
-        _docker_build(client, ctx, base.tag, {}, {"io.testbed.image": "base"})
+        store.build(ctx, base.tag, {}, {"io.testbed.image": "base"}, console.progress)
 
 
-def _build_base_mmdebstrap(client: docker.DockerClient, base: Resolved) -> None:
+def _build_base_mmdebstrap(store: ImageStore, base: Resolved) -> None:
     tool = shutil.which("mmdebstrap")
     if tool is None:
         raise UserError(
@@ -142,12 +131,10 @@ def _build_base_mmdebstrap(client: docker.DockerClient, base: Resolved) -> None:
         tarball.unlink(missing_ok=True)
         raise ProviderError("mmdebstrap failed:\n" + "\n".join(tail))
     try:
-        repo, tag = base.tag.split(":")
-        client.api.import_image_from_file(
-            str(tarball), repository=repo, tag=tag,
-            changes=["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                     "LABEL io.testbed.image=base"],
-        )
+        store.import_rootfs(
+            str(tarball), base.tag,
+            ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+             "LABEL io.testbed.image=base"])
     finally:
         tarball.unlink(missing_ok=True)
 
@@ -178,7 +165,7 @@ def _wheels(spec: ImageSpec) -> Path:
     return dest
 
 
-def _build(client: docker.DockerClient, res: Resolved, base_tag: str) -> None:
+def _build(store: ImageStore, res: Resolved, base_tag: str) -> None:
     spec = res.spec
     with console.step(f"Building image {res.tag}"), \
             tempfile.TemporaryDirectory(prefix="testbed-ctx-") as tmp:
@@ -207,22 +194,4 @@ def _build(client: docker.DockerClient, res: Resolved, base_tag: str) -> None:
                        f"io.testbed.source.{go.name}": json.dumps(
                            {k: prov[k] for k in ("module", "version", "release", "sum", "go",
                                                  "vcs_revision")}, sort_keys=True)}
-        _docker_build(client, str(ctx), res.tag, {"BASE": base_tag}, labels)
-
-
-def _docker_build(client: docker.DockerClient, ctx: str, tag: str,
-                  args: dict[str, str], labels: dict[str, str]) -> None:
-    log: list[str] = []
-    try:
-        for chunk in client.api.build(path=ctx, tag=tag, buildargs=args, labels=labels,
-                                      rm=True, forcerm=True, pull=False, decode=True):
-            if "error" in chunk:
-                raise ProviderError(f"docker build {tag} failed: {chunk['error'].strip()}\n"
-                                    + "\n".join(log[-15:]))
-            text = str(chunk.get("stream", "")).rstrip()
-            if text:
-                log.append(text)
-                if text.startswith("Step "):
-                    console.progress(text)
-    except docker.errors.APIError as e:
-        raise ProviderError(f"docker build {tag} failed: {e.explanation or e}") from e
+        store.build(str(ctx), res.tag, {"BASE": base_tag}, labels, console.progress)

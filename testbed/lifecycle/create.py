@@ -27,8 +27,7 @@ from testbed.edge import up as edge
 from testbed.errors import StepError, UserError
 from testbed.lifecycle import pipeline
 from testbed.lifecycle.wait import parallel, until
-from testbed.provider.base import ContainerSpec
-from testbed.provider.docker import DockerProvider
+from testbed.provider.base import ContainerSpec, Provider
 from testbed.scenario import Scenario
 from testbed.services.up import program_services
 from testbed_contract.node import AGENT_CMD, CNI_CONF_DIR, NODE_SETUP_LOG
@@ -42,7 +41,7 @@ CNI_TIMEOUT = 90.0
 class UpContext:
     """What the steps of `up` share while they build one cluster."""
 
-    provider: DockerProvider
+    provider: Provider
     scenario: Scenario
     name: str
     cni: Cni
@@ -88,11 +87,11 @@ class UpContext:
 def ensure_images(ctx: UpContext) -> None:
     """Select the build, then build whatever local image is missing (cached by content hash)."""
     cfg = ctx.scenario.cni
-    ctx.selection = select(ctx.provider.client, ctx.cni, cfg.build, cfg.version or "",
+    ctx.selection = select(ctx.provider.images, ctx.cni, cfg.build, cfg.version or "",
                            cfg.module or "", cfg.images)
     console.progress(ctx.selection.note)
     cni_specs = [s for role, s in ctx.selection.specs.items() if role not in cfg.images]
-    ctx.tags = images.ensure(ctx.provider.client, (*images.CORE, *cni_specs))
+    ctx.tags = images.ensure(ctx.provider.images, (*images.CORE, *cni_specs))
 
 
 def preflight(ctx: UpContext) -> None:
@@ -319,7 +318,7 @@ def steps(ctx: UpContext) -> list[pipeline.Step[UpContext]]:
     ]
 
 
-def up(provider: DockerProvider, scenario: Scenario, name: str, cni: Cni, backend: str,
+def up(provider: Provider, scenario: Scenario, name: str, cni: Cni, backend: str,
        retain: bool = False) -> UpContext:
     """Create a cluster; on any failure (Ctrl-C included) remove everything unless `retain`."""
     model.validate_name(name)

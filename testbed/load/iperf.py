@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from testbed.errors import StepError
-from testbed.provider.docker import DockerProvider
+from testbed.provider.base import Provider
 from testbed_contract.node import AGENT_CMD
 
 SECONDS = 3
@@ -31,7 +31,7 @@ class Throughput:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
-def _client(provider: DockerProvider, node: str, pod: str, server: str,
+def _client(provider: Provider, node: str, pod: str, server: str,
             extra: list[str]) -> dict[str, Any]:
     res = provider.exec(node, [*AGENT_CMD, "pod", "exec", pod, "--", "iperf3", "-c", server,
                                "-p", "5201", "-t", str(SECONDS), "-J", *extra])
@@ -44,7 +44,7 @@ def _client(provider: DockerProvider, node: str, pod: str, server: str,
     return data
 
 
-def measure(provider: DockerProvider, node: str, pod: str, path: str, server: str,
+def measure(provider: Provider, node: str, pod: str, path: str, server: str,
             mtu: int | None = None, udp: bool = True) -> list[Throughput]:
     """TCP 1 stream, TCP N streams and (unless `udp` is False) UDP from a pod to `server`."""
     out = []
@@ -60,7 +60,7 @@ def measure(provider: DockerProvider, node: str, pod: str, path: str, server: st
     return out
 
 
-def mtu_of(provider: DockerProvider, node: str, pod: str) -> int | None:
+def mtu_of(provider: Provider, node: str, pod: str) -> int | None:
     """The MTU of the pod's eth0 (what the CNI gave the path), asked over netlink inside the
     pod: the node's /sys shows the node's own interfaces whichever netns reads it."""
     res = provider.exec(node, [*AGENT_CMD, "pod", "exec", pod, "--", "ip", "-o", "link",

@@ -12,7 +12,7 @@ from typing import Any
 
 from testbed.errors import StepError
 from testbed.lifecycle.wait import parallel
-from testbed.provider.docker import DockerProvider
+from testbed.provider.base import Provider
 from testbed_contract.node import AGENT_CMD, LOCUSTFILE
 
 MASTER_PORT = 5557
@@ -127,7 +127,7 @@ def judge_generator(samples: list[dict[str, Any]]) -> tuple[bool, float, float]:
 class LocustPhase:
     """One path under load: a master, workers elsewhere in the cluster, Locust's CSV/HTML."""
 
-    def __init__(self, provider: DockerProvider, path: str, master: Place, master_ip: str,
+    def __init__(self, provider: Provider, path: str, master: Place, master_ip: str,
                  workers: list[Place], targets: dict[str, Any], profile: Profile) -> None:
         self.provider = provider
         self.path = path

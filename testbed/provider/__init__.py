@@ -1,7 +1,15 @@
 """Container-engine providers behind one small interface."""
 
-from testbed.provider.base import ContainerInfo, ContainerSpec, ExecResult, Provider
-from testbed.provider.docker import DockerProvider, connect
+from testbed.provider.base import (
+    ContainerInfo,
+    ContainerSpec,
+    ExecResult,
+    ImageStore,
+    Provider,
+    Usage,
+)
+from testbed.provider.docker import DockerProvider
+from testbed.provider.dockerapi import connect
 
-__all__ = ["ContainerInfo", "ContainerSpec", "DockerProvider", "ExecResult", "Provider",
-           "connect"]
+__all__ = ["ContainerInfo", "ContainerSpec", "DockerProvider", "ExecResult", "ImageStore",
+           "Provider", "Usage", "connect"]

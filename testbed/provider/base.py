@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass
@@ -32,6 +33,7 @@ class ContainerSpec:
     ports: dict[str, tuple[str, int]] = field(default_factory=dict)
     init: bool = False
     restart: str | None = None
+    privileged: bool = False  # only `doctor` asks, to report whether the engine allows it
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class ContainerInfo:
     labels: dict[str, str]
     ip: str | None
     ips: dict[str, str] = field(default_factory=dict)  # network name -> address
+    created: float = 0.0  # seconds since the epoch
 
 
 @dataclass(frozen=True)
@@ -57,13 +60,50 @@ class ExecResult:
     stderr: str
 
 
+@dataclass(frozen=True)
+class Usage:
+    """One container's CPU and memory, as the engine measured them over its own window."""
+
+    cpu_pct: float  # of one core
+    mem_mib: float  # without the page cache
+    cpu_s: float = 0.0  # CPU-seconds used since the container started (the cgroup counter)
+
+
+class ImageStore(Protocol):
+    """The engine's images: what the builder, the selection and the run records need."""
+
+    def exists(self, ref: str) -> bool: ...
+
+    def pull(self, ref: str) -> bool: ...
+
+    def image_id(self, ref: str) -> str | None: ...
+
+    def labels(self, ref: str) -> dict[str, str] | None: ...
+
+    def build(self, context: str, tag: str, args: dict[str, str], labels: dict[str, str],
+              on_step: Callable[[str], None]) -> None: ...
+
+    def import_rootfs(self, tarball: str, tag: str, changes: list[str]) -> None: ...
+
+    def load(self, data: bytes, source: str) -> list[str]: ...
+
+    def remove(self, ref: str) -> None: ...
+
+
 class Provider(Protocol):
     """Container-engine operations; Docker implements it (kind's provider, in small)."""
 
-    def create_network(self, name: str, cluster: str, role: str, internal: bool = False
-                       ) -> str: ...
+    def create_network(self, name: str, cluster: str, role: str, internal: bool = False,
+                       avoid: tuple[str, ...] = ()) -> str: ...
+
+    @property
+    def images(self) -> ImageStore: ...
+
+    def engine(self) -> dict[str, Any]: ...
 
     def connect(self, container: str, network: str) -> str: ...
+
+    def network_subnet(self, name: str) -> str: ...
 
     def create_volume(self, name: str, cluster: str, role: str) -> str: ...
 
@@ -74,12 +114,29 @@ class Provider(Protocol):
     def exec(self, container: str, argv: list[str], env: dict[str, str] | None = None,
              user: str = "") -> ExecResult: ...
 
+    def spawn(self, container: str, argv: list[str], env: dict[str, str] | None = None
+              ) -> None: ...
+
+    def get_files(self, container: str, path: str) -> dict[str, bytes]: ...
+
+    def read_file(self, container: str, path: str) -> str: ...
+
     def put_file(self, container: str, path: str, content: str | bytes, mode: int = 0o644
                  ) -> None: ...
+
+    def put_archive(self, container: str, path: str, data: bytes) -> None: ...
+
+    def published_port(self, container: str, port: str) -> int: ...
+
+    def stats(self, container: str) -> Usage: ...
 
     def logs(self, container: str, tail: int = 50) -> str: ...
 
     def restart(self, container: str) -> None: ...
+
+    def stop(self, container: str) -> None: ...
+
+    def start(self, container: str) -> None: ...
 
     def containers(self, cluster: str | None = None, role: str | None = None
                    ) -> list[ContainerInfo]: ...

@@ -14,65 +14,25 @@ from typing import Any
 
 import docker
 import docker.errors
-import requests.exceptions
-from docker.models.containers import (  # type: ignore[attr-defined]
-    Container,
-    _create_container_args,  # docker-py's own kwargs -> create_container arguments
-)
+from docker.models.containers import Container
 
 from testbed.constants import LABEL_CLUSTER, LABEL_ROLE
 from testbed.errors import ProviderError, UserError
-from testbed.provider.base import ContainerInfo, ContainerSpec, ExecResult
+from testbed.provider.base import ContainerInfo, ContainerSpec, ExecResult, Usage
+from testbed.provider.dockerapi import (
+    connect,
+    create_container,
+    engine_facts,
+    info,
+    labels,
+    text,
+    usage,
+)
+from testbed.provider.images import DockerImages
 
 # Node and edge networks come from here: clear of every CNI's default pod pool (10.244/16,
 # 192.168/16, 10.32/12) and of the default service CIDR (10.96/16).
 SUBNET_POOL = "172.30.0.0/16"
-
-
-def connect() -> docker.DockerClient:
-    """A Docker client, or a one-line reason the engine cannot be reached."""
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
-        raise UserError(
-            f"cannot reach the Docker engine ({e.__class__.__name__}): start one with "
-            "`sudo bash testbed/provider/engine.sh` (installs Debian's docker.io and starts "
-            "dockerd), or set DOCKER_HOST"
-        ) from e
-    return client
-
-
-def create_container(client: docker.DockerClient, image: str, **kw: Any) -> Container:
-    """`containers.create`, plus the docker CLI's `systempaths=unconfined` security option
-    (not an engine option): it becomes empty MaskedPaths and ReadonlyPaths, as the CLI does."""
-    opts = kw.get("security_opt") or []
-    if "systempaths=unconfined" not in opts:
-        return client.containers.create(image, **kw)
-    kw["security_opt"] = [o for o in opts if o != "systempaths=unconfined"] or None
-    args = _create_container_args({"image": image, **kw, "version": client.api.api_version})
-    args["host_config"]["MaskedPaths"] = []
-    args["host_config"]["ReadonlyPaths"] = []
-    return client.containers.get(client.api.create_container(**args)["Id"])
-
-
-def _labels(cluster: str, role: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    return {LABEL_CLUSTER: cluster, LABEL_ROLE: role, **(extra or {})}
-
-
-def _info(c: Container) -> ContainerInfo:
-    attrs = c.attrs
-    nets = attrs.get("NetworkSettings", {}).get("Networks", {}) or {}
-    ips = {name: str(n["IPAddress"]) for name, n in nets.items() if n.get("IPAddress")}
-    labels = attrs.get("Config", {}).get("Labels", {}) or {}
-    # A node may sit on a second network (<cluster>-internet): its address is the cluster one.
-    primary = f"{labels.get(LABEL_CLUSTER, '')}-net"
-    ip = ips.get(primary) or next(iter(ips.values()), None)
-    return ContainerInfo(
-        id=c.id or "", name=c.name or "", role=labels.get(LABEL_ROLE, ""),
-        status=c.status, image=attrs.get("Config", {}).get("Image", ""),
-        labels=labels, ip=ip, ips=ips,
-    )
 
 
 class DockerProvider:
@@ -80,6 +40,11 @@ class DockerProvider:
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         self.client = client or connect()
+        self.images = DockerImages(self.client)
+
+    def engine(self) -> dict[str, Any]:
+        """The engine's version, kernel, storage and cgroup facts (`doctor`, run records)."""
+        return engine_facts(self.client)
 
     def create_network(self, name: str, cluster: str, role: str, internal: bool = False,
                        avoid: tuple[str, ...] = ()) -> str:
@@ -107,7 +72,7 @@ class DockerProvider:
                 gateway=str(subnet.network_address + 1))])
             try:
                 self.client.networks.create(
-                    name, driver="bridge", labels=_labels(cluster, role), check_duplicate=True,
+                    name, driver="bridge", labels=labels(cluster, role), check_duplicate=True,
                     internal=internal, ipam=ipam)
             except docker.errors.APIError as e:
                 last = str(e.explanation)
@@ -126,7 +91,7 @@ class DockerProvider:
         except docker.errors.APIError as e:
             raise ProviderError(f"cannot connect {container} to {network}: {e.explanation}"
                                 ) from e
-        ip = _info(c).ips.get(network)
+        ip = info(c).ips.get(network)
         if not ip:
             raise ProviderError(f"{container} got no address on {network}")
         return ip
@@ -139,13 +104,13 @@ class DockerProvider:
 
     def create_volume(self, name: str, cluster: str, role: str) -> str:
         """A labelled named volume (shared between a node and its CNI containers)."""
-        vol = self.client.volumes.create(name=name, labels=_labels(cluster, role))
+        vol = self.client.volumes.create(name=name, labels=labels(cluster, role))
         return str(vol.name)
 
     def _kwargs(self, spec: ContainerSpec) -> dict[str, Any]:
         kw: dict[str, Any] = {
             "name": spec.name,
-            "labels": _labels(spec.cluster, spec.role, spec.labels),
+            "labels": labels(spec.cluster, spec.role, spec.labels),
             "environment": spec.env,
             "cap_add": spec.cap_add or None,
             "security_opt": spec.security_opt or None,
@@ -169,11 +134,14 @@ class DockerProvider:
             if spec.ip and spec.network:
                 kw["networking_config"] = {
                     spec.network: self.client.api.create_endpoint_config(ipv4_address=spec.ip)}
-            kw["ports"] = {p: (ip, hp) for p, (ip, hp) in spec.ports.items()} or None
+            # Host port 0: any free port (found again with `published_port`).
+            kw["ports"] = {p: (ip, hp or None) for p, (ip, hp) in spec.ports.items()} or None
         if spec.pid_mode:
             kw["pid_mode"] = spec.pid_mode
         if spec.restart:
             kw["restart_policy"] = {"Name": spec.restart}
+        if spec.privileged:
+            kw["privileged"] = True
         return kw
 
     def _create(self, spec: ContainerSpec) -> Container:
@@ -190,7 +158,7 @@ class DockerProvider:
                             "build`") from e
         except docker.errors.APIError as e:
             raise ProviderError(f"cannot start {spec.name}: {e.explanation}") from e
-        return _info(c)
+        return info(c)
 
     def run_once(self, spec: ContainerSpec, timeout: float = 60) -> ExecResult:
         """Run a one-shot container to completion (an init container), then remove it; its
@@ -207,8 +175,11 @@ class DockerProvider:
             out = c.logs(stdout=True, stderr=False).decode(errors="replace")
             err = c.logs(stdout=False, stderr=True).decode(errors="replace")
             return ExecResult(code, out, err)
+        except docker.errors.APIError as e:
+            raise ProviderError(f"cannot start {spec.name}: {e.explanation}") from e
         finally:
-            c.remove(force=True)
+            with contextlib.suppress(docker.errors.APIError):
+                c.remove(force=True)
 
     def exec(self, container: str, argv: list[str], env: dict[str, str] | None = None,
              user: str = "") -> ExecResult:
@@ -222,7 +193,7 @@ class DockerProvider:
             raise ProviderError(f"container {container} is gone") from e
         except docker.errors.APIError as e:
             raise ProviderError(f"exec in {container} failed: {e.explanation}") from e
-        return ExecResult(int(code if code is not None else 1), _text(out), _text(err))
+        return ExecResult(int(code if code is not None else 1), text(out), text(err))
 
     def spawn(self, container: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         """Start argv inside a running container and return at once (a detached exec)."""
@@ -253,16 +224,46 @@ class DockerProvider:
         data = content.encode() if isinstance(content, str) else content
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
-            info = tarfile.TarInfo(name=posixpath.basename(path))
-            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
-            tar.addfile(info, io.BytesIO(data))
+            member = tarfile.TarInfo(name=posixpath.basename(path))
+            member.size, member.mode, member.mtime = len(data), mode, int(time.time())
+            tar.addfile(member, io.BytesIO(data))
+        self.put_archive(container, posixpath.dirname(path), buf.getvalue())
+
+    def put_archive(self, container: str, path: str, data: bytes) -> None:
+        """Unpack a tar archive into a folder of a container."""
         try:
-            ok = self.client.api.put_archive(container, posixpath.dirname(path),
-                                             buf.getvalue())
+            ok = self.client.api.put_archive(container, path, data)
         except docker.errors.APIError as e:
-            raise ProviderError(f"cannot write {path} in {container}: {e.explanation}") from e
+            raise ProviderError(f"cannot write to {path} in {container}: {e.explanation}"
+                                ) from e
         if not ok:
-            raise ProviderError(f"cannot write {path} in {container}")
+            raise ProviderError(f"cannot write to {path} in {container}")
+
+    def read_file(self, container: str, path: str) -> str:
+        """One file's text from a container (no exec: the engine copies it out)."""
+        files = self.get_files(container, path)
+        if len(files) != 1:
+            raise ProviderError(f"{path} in {container} is not a single file")
+        return next(iter(files.values())).decode(errors="replace")
+
+    def published_port(self, container: str, port: str) -> int:
+        """The host port (on 127.0.0.1) a container's `port` (e.g. "2379/tcp") is published on."""
+        try:
+            c = self.client.containers.get(container)
+        except docker.errors.NotFound as e:
+            raise ProviderError(f"container {container} is gone") from e
+        bound = (c.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(port) or []
+        if not bound:
+            raise ProviderError(f"{container} does not publish {port}")
+        return int(bound[0]["HostPort"])
+
+    def stats(self, container: str) -> Usage:
+        """CPU and memory of one container, from the engine's cgroup counters."""
+        try:
+            s: Any = self.client.containers.get(container).stats(stream=False)
+        except docker.errors.APIError as e:
+            raise ProviderError(f"no stats for {container}: {e.explanation}") from e
+        return usage(s)
 
     def logs(self, container: str, tail: int = 50) -> str:
         """The last lines a container printed (attached to timeout errors)."""
@@ -293,7 +294,7 @@ class DockerProvider:
         # Another cluster's teardown may remove a container between listing and inspecting.
         found = self.client.containers.list(all=True, filters={"label": flt},
                                             ignore_removed=True)
-        return sorted((_info(c) for c in found), key=lambda i: i.name)
+        return sorted((info(c) for c in found), key=lambda i: i.name)
 
     def clusters(self) -> list[str]:
         """Names of every cluster that has a container, network or volume left."""
@@ -319,10 +320,6 @@ class DockerProvider:
         for vol in self.client.volumes.list(filters=flt):
             with contextlib.suppress(docker.errors.NotFound):
                 vol.remove(force=True)
-
-
-def _text(data: object) -> str:
-    return data.decode(errors="replace") if isinstance(data, bytes) else ""
 
 
 def _remove(c: Container) -> None:

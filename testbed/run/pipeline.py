@@ -18,7 +18,7 @@ from testbed.errors import CheckFailed, StepError, TestbedError
 from testbed.lifecycle.create import UpContext, up
 from testbed.load import resources
 from testbed.load.locust import LocustPhase, PhaseResult, Profile
-from testbed.provider.docker import DockerProvider
+from testbed.provider.base import Provider
 from testbed.results import RunDir, Store
 from testbed.run import targets
 from testbed.run.options import RunOptions
@@ -37,7 +37,7 @@ CEILINGS = ("container-to-container", "node-to-node")
 class Run:
     """Everything one run shares between its steps."""
 
-    provider: DockerProvider
+    provider: Provider
     scenario: Scenario
     cni: Cni
     backend: str
@@ -83,13 +83,8 @@ def _packages(run: Run) -> dict[str, str]:
 
 
 def _digests(run: Run, images: dict[str, str]) -> dict[str, str]:
-    out = {}
-    for role, ref in images.items():
-        try:
-            out[role] = str(run.provider.client.images.get(ref).id)
-        except Exception:  # an image that vanished is reported, not fatal
-            out[role] = "unknown"
-    return out
+    # An image that vanished is reported, not fatal.
+    return {role: run.provider.images.image_id(ref) or "unknown" for role, ref in images.items()}
 
 
 def _sources(run: Run, images: dict[str, str]) -> dict[str, Any]:
@@ -97,9 +92,8 @@ def _sources(run: Run, images: dict[str, str]) -> dict[str, Any]:
     revision of each Go build in it, from the labels the image builder wrote."""
     out: dict[str, Any] = {}
     for role, ref in images.items():
-        try:
-            labels = run.provider.client.images.get(ref).labels or {}
-        except Exception:  # an image that vanished is reported, not fatal
+        labels = run.provider.images.labels(ref)
+        if labels is None:  # an image that vanished is reported, not fatal
             continue
         builds = {k.removeprefix("io.testbed.source."): json.loads(v)
                   for k, v in labels.items() if k.startswith("io.testbed.source.")}
@@ -111,7 +105,7 @@ def _sources(run: Run, images: dict[str, str]) -> dict[str, Any]:
 
 
 def _environment(run: Run) -> dict[str, Any]:
-    info = run.provider.client.version()
+    info = run.provider.engine()
     assert run.cluster is not None and run.cluster.selection is not None
     images = run.cluster.images()
     return {
@@ -119,8 +113,8 @@ def _environment(run: Run) -> dict[str, Any]:
         "packages": _packages(run),
         "sources": _sources(run, images),
         "release": run.cluster.selection.release, "module": run.cluster.selection.module,
-        "kernel": platform.release(), "docker_version": info.get("Version", ""),
-        "docker_api": info.get("ApiVersion", ""), "scenario": run.scenario.name,
+        "kernel": platform.release(), "docker_version": info["engine_version"],
+        "docker_api": info["api_version"], "scenario": run.scenario.name,
         "scenario_hash": run.scenario.digest(), "nodes": run.scenario.nodes,
         "build_note": run.cluster.selection.note,
         "images": run.cluster.images(),
@@ -254,7 +248,7 @@ def execute(run: Run) -> dict[str, Any]:
     return run.summary
 
 
-def start(provider: DockerProvider, scenario: Scenario, cni: Cni, backend: str,
+def start(provider: Provider, scenario: Scenario, cni: Cni, backend: str,
           opts: RunOptions, out: Path) -> Run:
     """Open the run directory and its row in the results database."""
     store = Store(opts.db) if opts.db else Store()

@@ -9,7 +9,7 @@ from testbed.cluster.agent import NodeAgent
 from testbed.errors import StepError
 from testbed.load import iperf
 from testbed.load.locust import LocustPhase, Place, Profile
-from testbed.provider.docker import DockerProvider
+from testbed.provider.base import Provider
 from testbed.scenario import Scenario
 from testbed_contract.node import WORKLOAD_MODULE
 
@@ -17,7 +17,7 @@ NODE_SERVER_PORT = 18080
 CLIENT_LABEL = ("role", "client")
 
 
-def _pods(provider: DockerProvider, cluster: str) -> dict[str, dict[str, Any]]:
+def _pods(provider: Provider, cluster: str) -> dict[str, dict[str, Any]]:
     out = {}
     for node in model.find(provider, cluster).nodes:
         for pod in NodeAgent(provider, node.name).pods():
@@ -36,7 +36,7 @@ def _clients(scenario: Scenario, pods: dict[str, dict[str, Any]]) -> list[dict[s
     return found
 
 
-def service(provider: DockerProvider, cluster: str, name: str) -> dict[str, Any]:
+def service(provider: Provider, cluster: str, name: str) -> dict[str, Any]:
     """A service as the registry in etcd holds it (ClusterIP, ports)."""
     from testbed.services import registry
 
@@ -44,12 +44,12 @@ def service(provider: DockerProvider, cluster: str, name: str) -> dict[str, Any]
     return found
 
 
-def node_ips(provider: DockerProvider, cluster: str) -> list[str]:
+def node_ips(provider: Provider, cluster: str) -> list[str]:
     """Every node's address on the cluster network."""
     return [n.ip for n in model.find(provider, cluster).nodes if n.ip]
 
 
-def edge(provider: DockerProvider, cluster: str) -> dict[str, Any]:
+def edge(provider: Provider, cluster: str) -> dict[str, Any]:
     """The edge node's internet address (where the ingress listens) and the outside client."""
     from testbed.edge import EDGE_NODE, internet_network, outside_name
 
@@ -61,7 +61,7 @@ def edge(provider: DockerProvider, cluster: str) -> dict[str, Any]:
     return {"ingress_ip": ip, "outside": outside_name(cluster)}
 
 
-def client_pods(provider: DockerProvider, cluster: str, scenario: Scenario
+def client_pods(provider: Provider, cluster: str, scenario: Scenario
                 ) -> list[dict[str, Any]]:
     """The scenario's client pods as running (ip, node container)."""
     return _clients(scenario, _pods(provider, cluster))
@@ -75,7 +75,7 @@ def first_service_port(scenario: Scenario) -> tuple[str, int, int | None]:
     return svc.name, svc.ports[0].port, svc.ports[0].node_port
 
 
-def phase(provider: DockerProvider, cluster: str, scenario: Scenario, path: str,
+def phase(provider: Provider, cluster: str, scenario: Scenario, path: str,
           profile: Profile) -> LocustPhase:
     """The master, workers and targets of one path's Locust phase."""
     pods = _pods(provider, cluster)
@@ -120,7 +120,7 @@ def phase(provider: DockerProvider, cluster: str, scenario: Scenario, path: str,
     return LocustPhase(provider, path, master_place, master["ip"], workers, targets, profile)
 
 
-def throughput(provider: DockerProvider, cluster: str, scenario: Scenario
+def throughput(provider: Provider, cluster: str, scenario: Scenario
                ) -> list[iperf.Throughput]:
     """iperf3 from a client pod on another node to the iperf pod, direct and via its service."""
     pods = _pods(provider, cluster)

@@ -10,14 +10,12 @@ from typing import Any
 from testbed import console
 from testbed.cluster import model
 from testbed.cni import Cni
-from testbed.constants import LABEL_CLUSTER
 from testbed.errors import StepError
 from testbed.images import by_name, resolve
 from testbed.lifecycle.create import up
 from testbed.lifecycle.wait import until
 from testbed.load.locust import MASTER_PORT, USER_CLASS
-from testbed.provider.base import ContainerSpec
-from testbed.provider.docker import DockerProvider
+from testbed.provider.base import ContainerSpec, Provider
 from testbed.run import targets
 from testbed.run.options import RunOptions
 from testbed.scenario import Scenario
@@ -32,7 +30,7 @@ def locust_name(cluster: str) -> str:
     return f"{cluster}-locust"
 
 
-def all_targets(provider: DockerProvider, cluster: str, scenario: Scenario
+def all_targets(provider: Provider, cluster: str, scenario: Scenario
                 ) -> dict[str, dict[str, Any]]:
     """Targets of every path a worker in a client pod can drive."""
     svc, port, node_port = targets.first_service_port(scenario)
@@ -52,7 +50,7 @@ def all_targets(provider: DockerProvider, cluster: str, scenario: Scenario
     return out
 
 
-def start_ui(provider: DockerProvider, cluster: str, scenario: Scenario, port: int) -> str:
+def start_ui(provider: Provider, cluster: str, scenario: Scenario, port: int) -> str:
     """Start the master (web UI published on 127.0.0.1:port) and a worker per client pod."""
     name = locust_name(cluster)
     node_image = resolve(by_name("node")).tag
@@ -93,7 +91,7 @@ def start_ui(provider: DockerProvider, cluster: str, scenario: Scenario, port: i
     return url
 
 
-def serve(provider: DockerProvider, scenario: Scenario, cni: Cni, backend: str,
+def serve(provider: Provider, scenario: Scenario, cni: Cni, backend: str,
           opts: RunOptions) -> None:
     """Bring a cluster up, open the UI, and keep both until Ctrl-C (then tear down)."""
     name = f"web-{int(time.time()) % 1_000_000:06d}"
@@ -110,7 +108,6 @@ def serve(provider: DockerProvider, scenario: Scenario, cni: Cni, backend: str,
     except KeyboardInterrupt:
         console.info(" ! stopping")
     finally:
-        if not opts.keep and provider.client.containers.list(
-                all=True, filters={"label": f"{LABEL_CLUSTER}={name}"}):
+        if not opts.keep and name in provider.clusters():
             with console.step(f"Deleting cluster {name}"):
                 provider.delete_cluster(name)
