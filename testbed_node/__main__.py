@@ -127,6 +127,8 @@ def build_parser() -> Parser:
                        help="a file the CNI daemon writes when ready; must be non-empty "
                        "(repeatable)")
     sub.add_parser("setup", help="node start-up chores")
+    sub.add_parser("boot", help="the node's command: setup, its result to --log, then sleep"
+                   ).add_argument("--log", required=True, metavar="PATH")
     return p
 
 
@@ -144,6 +146,8 @@ def run(args: argparse.Namespace) -> Any:
     paths = cni.search_path(args.cni_path)
     if args.cmd == "setup":
         return node.setup(bin_dir=paths[0])
+    if args.cmd == "boot":
+        node.boot(args.log, bin_dir=paths[0])
     if args.cmd == "ready":
         return node.wait_ready(args.conf_dir, paths, args.timeout, tuple(args.files))
     runtime = cni.CniRuntime(paths)

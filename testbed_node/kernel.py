@@ -32,47 +32,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-Result = dict[str, Any]
+from testbed_node.kmodules import EVIDENCE, FEATURES, Result, read_only, result
 
-# Every probed feature, in report order.
-FEATURES = ("veth", "bridge", "vxlan", "ipip", "gre", "dummy", "wireguard", "tun", "openvswitch",
-            "ipvs", "netem", "tbf", "htb", "br_netfilter", "iptables_legacy", "iptables_nft",
-            "ipset", "conntrack")
-
-# The kernel modules that provide each feature (for the read-only check).
-MODULES: dict[str, tuple[str, ...]] = {
-    "veth": ("veth",),
-    "bridge": ("bridge",),
-    "vxlan": ("vxlan",),
-    "ipip": ("ipip",),
-    "gre": ("ip_gre",),
-    "dummy": ("dummy",),
-    "wireguard": ("wireguard",),
-    "tun": ("tun",),
-    "openvswitch": ("openvswitch",),
-    "ipvs": ("ip_vs",),
-    "netem": ("sch_netem",),
-    "tbf": ("sch_tbf",),
-    "htb": ("sch_htb",),
-    "br_netfilter": ("br_netfilter",),
-    "iptables_legacy": ("ip_tables", "iptable_filter"),
-    "iptables_nft": ("nf_tables",),
-    "ipset": ("ip_set",),
-    "conntrack": ("nf_conntrack",),
-}
-
-# Files whose existence shows a feature is there (module loaded or built in).
-EVIDENCE: dict[str, tuple[str, ...]] = {
-    "veth": ("/sys/class/net/veth*",),  # Docker's own container links, when any exist
-    "bridge": ("/sys/class/net/*/bridge",),
-    "ipip": ("/sys/class/net/tunl0",),  # the fallback device every netns gets with ipip
-    "gre": ("/sys/class/net/gre0",),
-    "tun": ("/sys/class/misc/tun", "/dev/net/tun"),
-    "ipvs": ("/proc/net/ip_vs",),
-    "br_netfilter": ("/proc/sys/net/bridge/bridge-nf-call-iptables",),
-    "iptables_legacy": ("/proc/net/ip_tables_names",),
-    "conntrack": ("/proc/net/nf_conntrack", "/proc/sys/net/netfilter/nf_conntrack_max"),
-}
+__all__ = ["FEATURES", "link", "probe", "read_only"]
 
 PREFIX = "tbp"  # names of everything the probe creates start with this
 TUNSETIFF = 0x400454CA
@@ -80,10 +42,6 @@ IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 TC_H_ROOT = 0xFFFFFFFF
 CMD_TIMEOUT = 15
-
-
-def _result(present: bool | None, detail: str) -> Result:
-    return {"present": present, "detail": detail}
 
 
 def _errtext(e: BaseException) -> str:
@@ -116,15 +74,15 @@ def _probe_link(ipr: Any, feature: str) -> Result:
         ipr.link("add", ifname=name, **spec)
     except Exception as e:
         if getattr(e, "code", None) == errno.EOPNOTSUPP:
-            return _result(False, f"the kernel has no such link type: {_errtext(e)}")
-        return _result(None, f"could not create one: {_errtext(e)}")
+            return result(False, f"the kernel has no such link type: {_errtext(e)}")
+        return result(None, f"could not create one: {_errtext(e)}")
     try:
         if not ipr.link_lookup(ifname=name):
-            return _result(False, f"the kernel accepted a {spec['kind']} link but it is missing")
+            return result(False, f"the kernel accepted a {spec['kind']} link but it is missing")
     finally:
         with contextlib.suppress(Exception):
             ipr.link("del", ifname=name)
-    return _result(True, f"created and deleted a {spec['kind']} link")
+    return result(True, f"created and deleted a {spec['kind']} link")
 
 
 # --- qdiscs -----------------------------------------------------------------------------------
@@ -143,7 +101,7 @@ def _probe_qdiscs(ipr: Any) -> dict[str, Result]:
         (index,) = ipr.link_lookup(ifname=dev)[:1]
     except Exception as e:
         why = f"no veth to attach a qdisc to ({_errtext(e)})"
-        return {q: _result(None, why) for q in QDISCS}
+        return {q: result(None, why) for q in QDISCS}
     out: dict[str, Result] = {}
     try:
         for kind, params in QDISCS.items():
@@ -151,13 +109,13 @@ def _probe_qdiscs(ipr: Any) -> dict[str, Result]:
                 ipr.tc("add", kind, index, 0x10000, **params)
             except Exception as e:
                 if getattr(e, "code", None) == errno.ENOENT:
-                    out[kind] = _result(False, f"the kernel has no such qdisc: {_errtext(e)}")
+                    out[kind] = result(False, f"the kernel has no such qdisc: {_errtext(e)}")
                 else:
-                    out[kind] = _result(None, f"could not attach one: {_errtext(e)}")
+                    out[kind] = result(None, f"could not attach one: {_errtext(e)}")
                 continue
             with contextlib.suppress(Exception):
                 ipr.tc("del", index=index, handle=0x10000, parent=TC_H_ROOT)
-            out[kind] = _result(True, f"attached and removed a {kind} qdisc on a veth")
+            out[kind] = result(True, f"attached and removed a {kind} qdisc on a veth")
     finally:
         with contextlib.suppress(Exception):
             ipr.link("del", ifname=dev)
@@ -178,12 +136,12 @@ def _genl_family(name: str) -> Result | None:
         sock.bind(name, genlmsg)
     except Exception as e:
         if getattr(e, "code", None) == errno.ENOENT:
-            return _result(False, f"no generic netlink family {name}")
-        return _result(None, f"cannot query generic netlink family {name}: {_errtext(e)}")
+            return result(False, f"no generic netlink family {name}")
+        return result(None, f"cannot query generic netlink family {name}: {_errtext(e)}")
     finally:
         with contextlib.suppress(Exception):
             sock.close()
-    return _result(True, f"generic netlink family {name} is registered")
+    return result(True, f"generic netlink family {name} is registered")
 
 
 def _probe_openvswitch() -> Result:
@@ -191,17 +149,17 @@ def _probe_openvswitch() -> Result:
     if found is not None and found["present"] is not None:
         return found
     if Path("/sys/module/openvswitch").exists():
-        return _result(True, "/sys/module/openvswitch exists")
-    return found or _result(None, "pyroute2 is missing: cannot query ovs_datapath")
+        return result(True, "/sys/module/openvswitch exists")
+    return found or result(None, "pyroute2 is missing: cannot query ovs_datapath")
 
 
 def _probe_ipvs() -> Result:
     if Path("/proc/net/ip_vs").exists():
-        return _result(True, "/proc/net/ip_vs exists")
+        return result(True, "/proc/net/ip_vs exists")
     found = _genl_family("IPVS")
     if found is not None:
         return found
-    return _result(None, "no /proc/net/ip_vs and pyroute2 is missing: cannot query IPVS")
+    return result(None, "no /proc/net/ip_vs and pyroute2 is missing: cannot query IPVS")
 
 
 # --- devices, sysctls, tools ------------------------------------------------------------------
@@ -212,22 +170,22 @@ def _probe_tun() -> Result:
         try:
             fd = os.open(dev, os.O_RDWR)
         except OSError as e:
-            return _result(None, f"cannot open /dev/net/tun: {_errtext(e)}")
+            return result(None, f"cannot open /dev/net/tun: {_errtext(e)}")
         try:
             ifr = struct.pack("16sH22x", f"{PREFIX}-tap{os.getpid() % 10000}".encode(),
                               IFF_TAP | IFF_NO_PI)
             fcntl.ioctl(fd, TUNSETIFF, ifr)
         except OSError as e:
-            return _result(False, f"TUNSETIFF on /dev/net/tun failed: {_errtext(e)}")
+            return result(False, f"TUNSETIFF on /dev/net/tun failed: {_errtext(e)}")
         finally:
             os.close(fd)  # the tap is not persistent: closing removes it
-        return _result(True, "created a tap device through /dev/net/tun (TUNSETIFF)")
+        return result(True, "created a tap device through /dev/net/tun (TUNSETIFF)")
     if Path("/sys/class/misc/tun").exists():
-        return _result(True, "tun driver registered (/sys/class/misc/tun); /dev/net/tun is "
+        return result(True, "tun driver registered (/sys/class/misc/tun); /dev/net/tun is "
                              "not in this container")
     if Path("/sys/module/tun").exists():
-        return _result(True, "/sys/module/tun exists")
-    return _result(False, "no /dev/net/tun, /sys/class/misc/tun or /sys/module/tun")
+        return result(True, "/sys/module/tun exists")
+    return result(False, "no /dev/net/tun, /sys/class/misc/tun or /sys/module/tun")
 
 
 def _probe_br_netfilter() -> Result:
@@ -237,10 +195,10 @@ def _probe_br_netfilter() -> Result:
             value = path.read_text().strip()
         except OSError:
             value = "?"
-        return _result(True, f"net.bridge.bridge-nf-call-iptables = {value}")
+        return result(True, f"net.bridge.bridge-nf-call-iptables = {value}")
     if Path("/sys/module/br_netfilter").exists():
-        return _result(True, "/sys/module/br_netfilter exists")
-    return _result(False, "no /proc/sys/net/bridge/bridge-nf-call-iptables")
+        return result(True, "/sys/module/br_netfilter exists")
+    return result(False, "no /proc/sys/net/bridge/bridge-nf-call-iptables")
 
 
 def _run(argv: list[str]) -> tuple[int, str]:
@@ -254,36 +212,36 @@ def _run(argv: list[str]) -> tuple[int, str]:
 
 def _probe_tool(feature: str, argv: list[str]) -> Result:
     if shutil.which(argv[0]) is None:
-        return _result(None, f"{argv[0]} is not installed here")
+        return result(None, f"{argv[0]} is not installed here")
     code, text = _run(argv)
     if code == 0:
-        return _result(True, f"`{' '.join(argv)}` works")
-    return _result(False, f"`{' '.join(argv)}` exited {code}: {text}")
+        return result(True, f"`{' '.join(argv)}` works")
+    return result(False, f"`{' '.join(argv)}` exited {code}: {text}")
 
 
 def _probe_ipset() -> Result:
     name = f"{PREFIX}-probe-{os.getpid()}"
     if shutil.which("ipset") is None:
-        return _result(None, "ipset is not installed here")
+        return result(None, "ipset is not installed here")
     code, text = _run(["ipset", "create", name, "hash:ip"])
     if code != 0:
-        return _result(False, f"`ipset create` exited {code}: {text}")
+        return result(False, f"`ipset create` exited {code}: {text}")
     code, text = _run(["ipset", "destroy", name])
     if code != 0:
-        return _result(True, f"created a hash:ip set but could not destroy it: {text}")
-    return _result(True, "created and destroyed a hash:ip set")
+        return result(True, f"created a hash:ip set but could not destroy it: {text}")
+    return result(True, "created and destroyed a hash:ip set")
 
 
 def _probe_conntrack() -> Result:
     for path in EVIDENCE["conntrack"]:
         if Path(path).exists():
-            return _result(True, f"{path} exists")
+            return result(True, f"{path} exists")
     if shutil.which("conntrack"):
         code, text = _run(["conntrack", "-L"])
         if code == 0:
-            return _result(True, "`conntrack -L` works")
-        return _result(False, f"`conntrack -L` exited {code}: {text}")
-    return _result(False, "no /proc/net/nf_conntrack or nf_conntrack sysctls")
+            return result(True, "`conntrack -L` works")
+        return result(False, f"`conntrack -L` exited {code}: {text}")
+    return result(False, "no /proc/net/nf_conntrack or nf_conntrack sysctls")
 
 
 # --- namespaces -------------------------------------------------------------------------------
@@ -326,10 +284,10 @@ def probe() -> Result:
         except Exception as e:
             why = f"netlink probe failed: {_errtext(e)}"
             for feature in (*LINKS, *QDISCS):
-                features.setdefault(feature, _result(None, why))
+                features.setdefault(feature, result(None, why))
     else:
         for feature in (*LINKS, *QDISCS):
-            features[feature] = _result(None, "pyroute2 is missing: no link or qdisc created")
+            features[feature] = result(None, "pyroute2 is missing: no link or qdisc created")
     checks: dict[str, Callable[[], Result]] = {
         "tun": _probe_tun,
         "openvswitch": _probe_openvswitch,
@@ -345,83 +303,38 @@ def probe() -> Result:
         try:
             features[feature] = check()
         except Exception as e:
-            features[feature] = _result(None, f"probe error: {_errtext(e)}")
+            features[feature] = result(None, f"probe error: {_errtext(e)}")
     # Whatever could not be told by doing it, /sys/module and /lib/modules may still tell.
     fallback = read_only()["features"]
     for feature, got in features.items():
         if got["present"] is None and fallback[feature]["present"] is not None:
-            features[feature] = _result(fallback[feature]["present"],
+            features[feature] = result(fallback[feature]["present"],
                                         f"{fallback[feature]['detail']} (read-only check; "
                                         f"{got['detail']})")
     return {"probe": mode, "netns": where, "kernel": os.uname().release,
             "features": {f: features[f] for f in FEATURES}}
 
 
-# --- read-only ---------------------------------------------------------------------------------
-
-def _module_index(root: str) -> tuple[set[str], set[str], bool]:
-    """Built-in and loadable module names from /lib/modules/<release>; and if it was readable."""
-    base = Path(root) / "lib" / "modules" / os.uname().release
-    builtin: set[str] = set()
-    loadable: set[str] = set()
-    readable = False
-    for fname, into in (("modules.builtin", builtin), ("modules.dep", loadable)):
-        try:
-            lines = (base / fname).read_text().splitlines()
-        except OSError:
-            continue
-        readable = True
-        for line in lines:
-            path = line.split(":", 1)[0].strip()
-            if path:
-                mod = path.rsplit("/", 1)[-1].split(".ko", 1)[0]
-                into.add(mod.replace("-", "_"))
-    return builtin, loadable, readable
-
-
-def read_only(root: str = "/") -> Result:
-    """What /sys/module, /proc/modules and /lib/modules say, changing nothing.
-
-    A module that is loaded, built in or loadable counts as present. Absence is only
-    stated when /lib/modules/<release> could be read; otherwise `present` is null
-    (built-in modules without parameters do not show in /sys/module).
-    """
-    sysmod = Path(root) / "sys" / "module"
-    loaded: set[str] = set()
-    with contextlib.suppress(OSError):
-        loaded = {p.name for p in sysmod.iterdir()}
-    with contextlib.suppress(OSError):
-        text = (Path(root) / "proc" / "modules").read_text()
-        loaded |= {ln.split()[0] for ln in text.splitlines() if ln.strip()}
-    builtin, loadable, readable = _module_index(root)
-    features: dict[str, Result] = {}
-    for feature in FEATURES:
-        mods = MODULES[feature]
-        evidence = [hit for p in EVIDENCE.get(feature, ())
-                    for hit in sorted(Path(root).glob(p.lstrip("/")))[:1]]
-        hit = next((m for m in mods if m in loaded), None)
-        if hit:
-            features[feature] = _result(True, f"module {hit} is loaded")
-        elif evidence:
-            found = "/" + str(evidence[0].relative_to(root)).lstrip("/")
-            features[feature] = _result(True, f"{found} exists")
-        elif (hit := next((m for m in mods if m in builtin), None)):
-            features[feature] = _result(True, f"module {hit} is built in")
-        elif (hit := next((m for m in mods if m in loadable), None)):
-            features[feature] = _result(True, f"module {hit} is loadable")
-        elif readable:
-            features[feature] = _result(False, f"no {'/'.join(mods)} module loaded, built in "
-                                               "or loadable")
-        else:
-            features[feature] = _result(None, f"{'/'.join(mods)} not loaded; no "
-                                              f"/lib/modules/{os.uname().release} to tell more")
-    return {"probe": "read-only", "netns": None, "kernel": os.uname().release,
-            "features": features}
+def link(feature: str) -> Result:
+    """Create and delete one link kind (a CNI's preflight), in a fresh netns when possible."""
+    if feature not in LINKS:
+        return result(None, f"unknown link kind {feature!r}; known: {', '.join(LINKS)}")
+    logging.getLogger("pyroute2").setLevel(logging.CRITICAL)
+    try:
+        with _ipr() as (ipr, _):
+            return _probe_link(ipr, feature)
+    except Exception as e:
+        return result(None, f"netlink probe failed: {_errtext(e)}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print one JSON object: `probe()` by default, `read_only()` with --read-only."""
+    """Print one JSON object: `probe()` by default, `read_only()` with --read-only, one link
+    kind with `--link KIND` (exit 1 unless the kernel has it)."""
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--link"] and len(args) == 2:
+        got = link(args[1])
+        print(json.dumps(got))
+        return 0 if got["present"] else 1
     doc = read_only() if "--read-only" in args else probe()
     print(json.dumps(doc, sort_keys=False))
     return 0

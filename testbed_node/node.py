@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -35,6 +36,20 @@ def setup(bin_dir: str = cni.DEFAULT_CNI_PATH, source: str = DEBIAN_PLUGIN_DIR,
         linked.append(plugin.name)
     return {"bin_dir": bin_dir, "source": source, "linked": linked, "kept": kept,
             "created_dirs": made}
+
+
+def boot(log: str, bin_dir: str = cni.DEFAULT_CNI_PATH) -> None:
+    """A node container's command: the start-up chores, their result (or error) as JSON in
+    `log`, then `sleep infinity` in this process's place (the node stays up either way)."""
+    try:
+        doc: dict[str, Any] = setup(bin_dir=bin_dir)
+    except Exception as e:  # the host reads the reason from the log
+        doc = {"error": f"{type(e).__name__}: {e}"}
+    tmp = f"{log}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(doc, fh)
+    os.replace(tmp, log)
+    os.execvp("sleep", ["sleep", "infinity"])
 
 
 def readiness(conf_dir: str, paths: list[str], files: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -11,6 +11,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from testbed_contract.agent import ProbeReply, ProbeSample
+
 MAX_BODY = 64 * 1024
 
 
@@ -53,15 +55,15 @@ def request(url: str, timeout: float, headers: dict[str, str] | None = None) -> 
     return sample
 
 
-def _who(body: Any) -> dict[str, Any]:
+def _who(body: Any) -> tuple[str | None, str | None]:
     """Which pod answered one sample and the source address it saw (workload bodies)."""
     if not isinstance(body, dict):
-        return {"pod": None, "client": None}
-    return {"pod": body.get("pod"), "client": body.get("client")}
+        return None, None
+    return body.get("pod"), body.get("client")
 
 
 def probe(url: str, count: int = 3, timeout: float = 3.0, interval: float = 0.0,
-          headers: dict[str, str] | None = None) -> dict[str, Any]:
+          headers: dict[str, str] | None = None) -> ProbeReply:
     """`count` requests; ok when all succeed; latency_ms is the median of successful ones."""
     samples = []
     for i in range(max(1, count)):
@@ -76,8 +78,9 @@ def probe(url: str, count: int = 3, timeout: float = 3.0, interval: float = 0.0,
         "status": last["status"],
         "body": last["body"],
         "latency_ms": round(statistics.median(s["latency_ms"] for s in good), 3) if good else None,
-        "samples": [{**{k: s[k] for k in ("ok", "status", "latency_ms", "error")},
-                     **_who(s["body"])} for s in samples],
+        "samples": [ProbeSample(ok=s["ok"], status=s["status"], latency_ms=s["latency_ms"],
+                                error=s["error"], pod=who[0], client=who[1])
+                    for s in samples for who in [_who(s["body"])]],
         "error": errors[0] if errors else "",
         "url": url,
         "count": len(samples),

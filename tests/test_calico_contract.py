@@ -257,13 +257,22 @@ Mesh_172_18_0_5 BGP        ---        start  10:12:39.429  Active        Socket:
 @pytest.mark.parametrize(("bird", "since"), [(BIRD_1_6, ("2016-11-21", "2016-11-21")),
                                              (BIRD_2, ("10:12:38.732", "10:12:39.429"))])
 def test_node_status_reads_blocks_and_bgp(mod: calico_mod.Calico, bird: str,
-                                          since: tuple[str, str]) -> None:
+                                          since: tuple[str, str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     # libcalico-go's affinity keys: /calico/ipam/v2/host/<host>/ipv4/block/172.29.82.0-26
     prefix = "/calico/ipam/v2/host/tb-node-1/ipv4/block/"
-    fake = FakeProvider({
-        "etcdctl": ExecResult(0, f"{prefix}192.168.3.64-26\n\n{prefix}192.168.7.0-26\n", ""),
-        "birdcl": ExecResult(0, bird, ""),
-    })
+    reads: list[tuple[str, str, bool]] = []
+
+    class FakeEtcd:
+        def __init__(self, provider: object, cluster: str) -> None:
+            self.cluster = cluster
+
+        def range(self, key: str, keys_only: bool = False) -> tuple[list[tuple[str, bytes]], int]:
+            reads.append((self.cluster, key, keys_only))
+            return [(f"{prefix}192.168.3.64-26", b""), (f"{prefix}192.168.7.0-26", b"")], 7
+
+    monkeypatch.setattr(calico_mod, "ClusterEtcd", FakeEtcd)
+    fake = FakeProvider({"birdcl": ExecResult(0, bird, "")})
     status = mod.node_status(fake, "tb-node-1")  # type: ignore[arg-type]
     assert status["blocks"] == ["192.168.3.64/26", "192.168.7.0/26"]
     assert status["pod_cidr"] == "192.168.3.64/26, 192.168.7.0/26"
@@ -274,7 +283,7 @@ def test_node_status_reads_blocks_and_bgp(mod: calico_mod.Calico, bird: str,
         {"name": "Mesh_172_18_0_5", "state": "Active", "proto_state": "start",
          "since": since[1], "info": "Active Socket: Connection refused"}]
     assert "vxlan" not in status
-    assert ("tb-etcd", ["etcdctl", "get", "--prefix", "--keys-only", prefix]) in fake.calls
+    assert reads == [("tb", prefix, True)]
     # node/filesystem/etc/service/available/bird/run: bird -s /var/run/calico/bird.ctl
     assert ("tb-node-1-calico-node",
             ["birdcl", "-s", "/var/run/calico/bird.ctl", "show", "protocols"]) in fake.calls

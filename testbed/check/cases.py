@@ -11,6 +11,7 @@ from testbed.cluster.model import Cluster
 from testbed.lifecycle.wait import parallel
 from testbed.provider.base import Provider
 from testbed.scenario import Scenario
+from testbed_contract.agent import PodRecord, ProbeReply
 
 # Every path the matrix checks, in the order reports list them.
 PATHS = ("container-to-container", "pod-to-pod-same-node", "pod-to-pod-cross-node",
@@ -40,7 +41,7 @@ class Case:
     expect_client: str = ""
     expect_blocked: bool = False
     # How to probe when not the default PROBE_COUNT requests (e.g. until a backend answers).
-    runner: Callable[[Provider, Case], dict[str, Any]] | None = None
+    runner: Callable[[Provider, Case], ProbeReply] | None = None
     expect_status: int = 0  # every request must get exactly this HTTP status (e.g. 404)
 
 
@@ -49,7 +50,7 @@ class World:
     """What planners see: the cluster, its pods per node, and facts other modules add."""
 
     cluster: Cluster
-    pods_by_node: dict[str, list[dict[str, Any]]]
+    pods_by_node: dict[str, list[PodRecord]]
     facts: dict[str, Any] = field(default_factory=dict)
     scenario: Scenario | None = None
 
@@ -70,21 +71,21 @@ class World:
 Planner = Callable[[Provider, World], list[Case]]
 
 
-def http_port(pod: dict[str, Any], container: str | None = None) -> int | None:
+def http_port(pod: PodRecord, container: str | None = None) -> int | None:
     """The port of a pod's (first, or named) HTTP container."""
     return next((int(c["port"]) for c in pod.get("containers", [])
-                 if c.get("kind") == "http" and c.get("port")
+                 if c.get("kind") == "http" and c["port"] is not None
                  and (container is None or c.get("name") == container)), None)
 
 
-def inventory(provider: Provider, cluster: Cluster) -> dict[str, list[dict[str, Any]]]:
+def inventory(provider: Provider, cluster: Cluster) -> dict[str, list[PodRecord]]:
     """Pods per node, straight from each node's agent."""
     names = [n.name for n in cluster.nodes]
     pods = parallel(lambda n: NodeAgent(provider, n).pods(), names)
     return dict(zip(names, pods, strict=True))
 
 
-def pod_case(path: str, node: str, src: dict[str, Any], dst: dict[str, Any],
+def pod_case(path: str, node: str, src: PodRecord, dst: PodRecord,
              port: int | None = None) -> Case:
     """A case from one pod to another pod's HTTP port."""
     port = port or http_port(dst)

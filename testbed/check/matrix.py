@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from typing import Any
 
 from testbed.check import edge, pods, policy, services
 from testbed.check.cases import PATHS, Case, Planner, World, inventory
-from testbed.cluster.agent import NodeAgent
+from testbed.cluster.agent import NodeAgent, probe_from
+from testbed.cluster.etcd import ClusterEtcd
 from testbed.cluster.model import Cluster
 from testbed.lifecycle.wait import parallel
 from testbed.provider.base import Provider
 from testbed.scenario import Scenario
-from testbed_contract.node import PROBE_MODULE
+from testbed_contract.agent import ProbeReply
 from testbed_contract.registry import SCENARIO_KEY
 
 PROBE_COUNT = 3
@@ -29,11 +29,8 @@ def stored_scenario(provider: Provider, cluster: Cluster) -> Scenario | None:
     """The scenario `up` recorded in etcd (None for clusters made without one)."""
     if cluster.etcd is None:
         return None
-    res = provider.exec(cluster.etcd.name, ["etcdctl", "get", SCENARIO_KEY,
-                                            "--print-value-only"])
-    if res.exit_code != 0 or not res.stdout.strip():
-        return None
-    return Scenario.model_validate_json(res.stdout.strip())
+    value = ClusterEtcd(provider, cluster.name).get(SCENARIO_KEY)
+    return Scenario.model_validate_json(value) if value else None
 
 
 def plan(provider: Provider, world: World) -> list[Case]:
@@ -42,21 +39,15 @@ def plan(provider: Provider, world: World) -> list[Case]:
     return sorted(cases, key=lambda c: PATHS.index(c.path) if c.path in PATHS else len(PATHS))
 
 
-def _probe(provider: Provider, case: Case) -> dict[str, Any]:
+def _probe(provider: Provider, case: Case) -> ProbeReply:
     if case.src_node:
-        res: dict[str, Any] = NodeAgent(provider, case.src_node).probe(
+        return NodeAgent(provider, case.src_node).probe(
             case.src_pod or case.src, case.url, PROBE_COUNT, PROBE_TIMEOUT, headers=case.headers)
-        return res
-    argv = ["python3", "-m", PROBE_MODULE, case.url, "--count", str(PROBE_COUNT),
-            "--timeout", str(PROBE_TIMEOUT)]
-    for k, v in case.headers.items():
-        argv += ["--header", f"{k}: {v}"]
-    out = provider.exec(case.src_container, argv)
-    parsed: dict[str, Any] = json.loads(out.stdout)
-    return parsed
+    return probe_from(provider, case.src_container, case.url, PROBE_COUNT, PROBE_TIMEOUT,
+                      case.headers)
 
 
-def judge(case: Case, res: dict[str, Any]) -> Case:
+def judge(case: Case, res: ProbeReply) -> Case:
     """Decide pass/fail from a probe's answer and the case's expectations."""
     raw = res.get("body")
     body: dict[str, Any] = raw if isinstance(raw, dict) else {}
@@ -70,7 +61,7 @@ def judge(case: Case, res: dict[str, Any]) -> Case:
         return case
     if case.expect_status:
         got = sorted({s.get("status") for s in res.get("samples", [])}, key=str)
-        times = sorted(s["latency_ms"] for s in res.get("samples", []) if s.get("latency_ms"))
+        times = sorted(t for s in res.get("samples", []) if (t := s["latency_ms"]))
         case.latency_ms = round(float(times[len(times) // 2]), 3) if times else 0.0
         if got == [case.expect_status]:
             case.status, case.reason = "pass", f"{case.url} answered {case.expect_status}"

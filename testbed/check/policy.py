@@ -6,9 +6,10 @@ from testbed import cni as cnis
 from testbed.check.cases import Case, World, http_port, pod_case
 from testbed.provider.base import Provider
 from testbed.scenario import NetworkPolicy
+from testbed_contract.agent import PodRecord
 
 
-def _selected(world: World, pol_labels: dict[str, str]) -> list[tuple[str, dict[str, object]]]:
+def _selected(world: World, pol_labels: dict[str, str]) -> list[tuple[str, PodRecord]]:
     out = []
     for node, pods in world.pods_by_node.items():
         for pod in pods:

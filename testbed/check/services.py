@@ -21,6 +21,7 @@ from testbed.check.cases import Case, World
 from testbed.cluster.agent import NodeAgent
 from testbed.provider.base import Provider
 from testbed.services import registry
+from testbed_contract.agent import PodRecord, ProbeReply, ProbeSample
 from testbed_contract.registry import Endpoint, Registry, Service, ServicePort, selects
 
 MISS_ODDS = 1e-6
@@ -30,7 +31,7 @@ REQUEST_TIMEOUT = 3.0
 SPREAD_REQUESTS = 600
 SPREAD_SIGMAS = 4.0
 
-Runner = Callable[[Provider, "Case"], dict[str, Any]]
+Runner = Callable[[Provider, "Case"], ProbeReply]
 
 
 def registry_of(provider: Provider, world: World) -> Registry:
@@ -58,26 +59,28 @@ def until_answered(limit: int, batch: int = BATCH) -> Runner:
     """A prober for load-balanced destinations: batches of requests until one of the case's
     expected pods answered, `limit` requests are spent, or any request failed."""
 
-    def run(provider: Provider, case: Case) -> dict[str, Any]:
+    def run(provider: Provider, case: Case) -> ProbeReply:
         agent = NodeAgent(provider, case.src_node)
-        samples: list[dict[str, Any]] = []
-        last: dict[str, Any] = {}
+        samples: list[ProbeSample] = []
+        last: ProbeReply | None = None
         while len(samples) < limit:
             last = agent.probe(case.src_pod or case.src, case.url,
                                min(batch, limit - len(samples)), REQUEST_TIMEOUT)
-            samples += last.get("samples", [])
-            if not last.get("ok") or any(s.get("pod") in case.expect_pods for s in samples):
+            samples += last["samples"]
+            if not last["ok"] or any(s["pod"] in case.expect_pods for s in samples):
                 break
-        good = [s for s in samples if s.get("ok")]
-        hit = next((s for s in good if s.get("pod") in case.expect_pods), None)
-        chosen = hit or (good[-1] if good else {})
-        errors = [s.get("error") for s in samples if s.get("error")]
-        answered = Counter(str(s.get("pod")) for s in good)
+        good = [s for s in samples if s["ok"]]
+        hit = next((s for s in good if s["pod"] in case.expect_pods), None)
+        chosen = hit or (good[-1] if good else None)
+        errors = [s["error"] for s in samples if s["error"]]
+        answered = Counter(str(s["pod"]) for s in good)
+        times = [s["latency_ms"] for s in good if s["latency_ms"] is not None]
         return {
             "ok": bool(samples) and len(good) == len(samples),
-            "status": last.get("status"),
-            "body": {"pod": chosen.get("pod"), "client": chosen.get("client")},
-            "latency_ms": statistics.median(s["latency_ms"] for s in good) if good else None,
+            "status": last["status"] if last else None,
+            "body": {"pod": chosen["pod"], "client": chosen["client"]} if chosen else {},
+            "latency_ms": statistics.median(times) if times else None,
+            "url": case.url,
             "samples": samples, "count": len(samples), "failures": len(samples) - len(good),
             "error": (f"{errors[0]} ({len(errors)} of {len(samples)} requests failed; "
                       f"answered: {dict(answered)})") if errors else "",
@@ -110,7 +113,7 @@ def _http_ports(reg: Registry) -> list[tuple[Service, ServicePort, list[Endpoint
     return out
 
 
-def _source(world: World, node: str, svc: Service, reg: Registry) -> dict[str, Any] | None:
+def _source(world: World, node: str, svc: Service, reg: Registry) -> PodRecord | None:
     """A pod on `node` to send from: preferably one the service does not select."""
     pods = [p for p in world.pods_by_node.get(node, []) if p.get("status") == "running"
             and all(c.get("alive", True) for c in p.get("containers", []))]

@@ -7,7 +7,27 @@ from typing import Any
 
 from testbed.errors import StepError
 from testbed.provider.base import Provider
-from testbed_contract.node import AGENT_CMD
+from testbed_contract.agent import PodRecord, ProbeReply
+from testbed_contract.node import AGENT_CMD, PROBE_MODULE
+
+
+def header_args(headers: dict[str, str] | None) -> list[str]:
+    """`--header 'Name: value'` pairs for the probe."""
+    return [a for k, v in (headers or {}).items() for a in ("--header", f"{k}: {v}")]
+
+
+def probe_from(provider: Provider, container: str, url: str, count: int = 1,
+               timeout: float = 2.0, headers: dict[str, str] | None = None) -> ProbeReply:
+    """HTTP from a container's own network namespace (a node, the outside client): the
+    agent's probe module, not curl, so every probe reports the same way."""
+    res = provider.exec(container, ["python3", "-m", PROBE_MODULE, url, "--count", str(count),
+                                    "--timeout", str(timeout), *header_args(headers)])
+    try:
+        reply: ProbeReply = json.loads(res.stdout)
+    except ValueError as e:
+        why = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        raise StepError(f"{container}: the probe of {url} failed: {why}") from e
+    return reply
 
 
 class NodeAgent:
@@ -35,16 +55,16 @@ class NodeAgent:
         return self.call("ready", "--timeout", str(timeout),
                          *(a for f in files for a in ("--file", f)))
 
-    def pod_add(self, name: str, containers: list[str]) -> dict[str, Any]:
+    def pod_add(self, name: str, containers: list[str]) -> PodRecord:
         """Create a pod (netns + CNI ADD + its processes)."""
         args = ["pod", "add", name]
         for spec in containers:
             args += ["--container", spec]
-        result: dict[str, Any] = self.call(*args)
+        result: PodRecord = self.call(*args)
         return result
 
     def pod_add_many(self, pods: list[tuple[str, list[str]]], wait_cni: float = 0.0,
-                     cni_files: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+                     cni_files: tuple[str, ...] = ()) -> list[PodRecord]:
         """Create several pods in one agent call; their workloads boot side by side.
 
         With `wait_cni`, the same call first waits for the CNI as `ready` does.
@@ -52,22 +72,22 @@ class NodeAgent:
         arg = json.dumps([{"name": name, "containers": specs} for name, specs in pods])
         wait = ["--wait-cni", str(wait_cni), *(a for f in cni_files for a in ("--cni-file", f))
                 ] if wait_cni else []
-        result: list[dict[str, Any]] = self.call("pod", "add-many", arg, *wait)
+        result: list[PodRecord] = self.call("pod", "add-many", arg, *wait)
         return result
 
     def pod_del(self, name: str) -> Any:
         """Delete a pod (processes, CNI DEL, netns)."""
         return self.call("pod", "del", name)
 
-    def pods(self) -> list[dict[str, Any]]:
+    def pods(self) -> list[PodRecord]:
         """Every pod on this node."""
-        result: list[dict[str, Any]] = self.call("pod", "list")
+        result: list[PodRecord] = self.call("pod", "list")
         return result
 
     def probe(self, pod: str, url: str, count: int = 3, timeout: float = 3,
-              headers: dict[str, str] | None = None) -> dict[str, Any]:
+              headers: dict[str, str] | None = None) -> ProbeReply:
         """HTTP from inside a pod; the agent measures latency."""
-        extra = [a for k, v in (headers or {}).items() for a in ("--header", f"{k}: {v}")]
-        result: dict[str, Any] = self.call(
-            "probe", pod, url, "--count", str(count), "--timeout", str(timeout), *extra)
+        result: ProbeReply = self.call(
+            "probe", pod, url, "--count", str(count), "--timeout", str(timeout),
+            *header_args(headers))
         return result

@@ -33,6 +33,11 @@ def node_name(cluster: str, index: int) -> str:
     return f"{cluster}-node-{index}"
 
 
+def cluster_of(node: str) -> str:
+    """The cluster a `<cluster>-node-<n>` name belongs to."""
+    return node.rsplit("-node-", 1)[0]
+
+
 def etcd_name(cluster: str) -> str:
     """`<cluster>-etcd`."""
     return f"{cluster}-etcd"

@@ -9,6 +9,7 @@ from typing import Any
 
 from testbed.cluster import model
 from testbed.cluster.agent import NodeAgent
+from testbed.cluster.etcd import ClusterEtcd
 from testbed.cni.base import ClusterRef, Cni, NodeRef
 from testbed.constants import LABEL_NODE, NODE_SECURITY_OPT
 from testbed.errors import StepError, UserError
@@ -279,11 +280,9 @@ class Calico(Cni):
 
     def node_status(self, provider: Provider, node: str) -> dict[str, Any]:
         """The node's IPAM blocks (from etcd) and BGP sessions (from its BIRD)."""
-        etcd = model.etcd_name(node.rsplit("-node-", 1)[0])
         prefix = f"/calico/ipam/v2/host/{node}/ipv4/block/"
-        res = provider.exec(etcd, ["etcdctl", "get", "--prefix", "--keys-only", prefix])
-        blocks = sorted(k[len(prefix):].replace("-", "/", 1)
-                        for k in res.stdout.split() if k.startswith(prefix))
+        items, _ = ClusterEtcd(provider, model.cluster_of(node)).range(prefix, keys_only=True)
+        blocks = sorted(k[len(prefix):].replace("-", "/", 1) for k, _ in items)
         status: dict[str, Any] = {"pod_cidr": ", ".join(blocks), "blocks": blocks,
                                   "bgp_peers": []}
         bird = provider.exec(f"{node}-calico-node",
@@ -313,7 +312,7 @@ class Calico(Cni):
         The "cni" orchestrator path gives endpoints no pod labels, so the orchestrator adds
         them the way Calico's Kubernetes path copies a pod's labels onto its endpoint.
         """
-        etcd = model.etcd_name(cluster)
+        etcd = ClusterEtcd(provider, cluster)
         labels = {pod: dict(dep.pod_labels) for pod, _, dep in scenario.pods()}
         done = 0
         for index in range(1, scenario.nodes + 1):
@@ -321,22 +320,16 @@ class Calico(Cni):
             for pod in NodeAgent(provider, node).pods():
                 key = f"{RESOURCES}/workloadendpoints/{NAMESPACE}/" + \
                     wep_name(node, str(pod["container_id"]))
-                res = provider.exec(etcd, ["etcdctl", "get", key, "--print-value-only"])
-                if res.exit_code != 0 or not res.stdout.strip():
+                stored = etcd.get(key)
+                if not stored:
                     raise StepError(f"no WorkloadEndpoint for pod {pod['name']} on {node}")
-                wep = json.loads(res.stdout)
+                wep = json.loads(stored)
                 wep["metadata"].setdefault("labels", {}).update(labels.get(pod["name"], {}))
-                self._put(provider, etcd, key, _dumps(wep))
+                etcd.put(key, _dumps(wep))
                 done += 1
         for key, value in self.policy_keys(scenario).items():
-            self._put(provider, etcd, key, value)
+            etcd.put(key, value)
         return done
-
-    @staticmethod
-    def _put(provider: Provider, etcd: str, key: str, value: str) -> None:
-        res = provider.exec(etcd, ["etcdctl", "put", key, value])
-        if res.exit_code != 0:
-            raise StepError(f"etcd rejected {key}: {res.stderr.strip()}")
 
     def pod_cidr_note(self) -> str:
         """calico-ipam hands each node /26 blocks from the pool."""

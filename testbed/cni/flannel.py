@@ -7,11 +7,13 @@ from typing import Any
 
 from testbed.cni.base import ClusterRef, Cni, NodeRef
 from testbed.constants import LABEL_NODE
+from testbed.errors import ProviderError
 from testbed.images.catalog import ImageSpec
 from testbed.images.gobuild import GoSource
 from testbed.provider.base import ContainerSpec, Provider
 
 ETCD_PREFIX = "/coreos.com/network"
+SUBNET_ENV = "/run/flannel/subnet.env"  # flanneld --subnet-file: the node's lease
 DEFAULT_NETWORK = "10.244.0.0/16"
 VXLAN_VNI = 1
 VXLAN_PORT = 8472
@@ -61,7 +63,7 @@ class Flannel(Cni):
     module = MODULE
     default_release = DEFAULT_RELEASE
     node_volumes = {"cni-bin": "/opt/cni/bin", "flannel-run": "/run/flannel"}
-    ready_files = ("/run/flannel/subnet.env",)
+    ready_files = (SUBNET_ENV,)
     conflist_name = "10-flannel.conflist"
     default_pod_cidr = DEFAULT_NETWORK
 
@@ -147,8 +149,11 @@ class Flannel(Cni):
 
     def node_status(self, provider: Provider, node: str) -> dict[str, Any]:
         """The node's lease as flanneld wrote it to subnet.env."""
-        res = provider.exec(node, ["cat", "/run/flannel/subnet.env"])
-        env = dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
+        try:
+            text = provider.read_file(node, SUBNET_ENV)
+        except ProviderError:
+            text = ""  # no lease yet
+        env = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
         return {"pod_cidr": env.get("FLANNEL_SUBNET", ""), "mtu": env.get("FLANNEL_MTU", ""),
                 "ip_masq": env.get("FLANNEL_IPMASQ", "")}
 

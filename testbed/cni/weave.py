@@ -15,12 +15,14 @@ import json
 from collections import Counter
 from typing import Any
 
+from testbed.cluster.agent import probe_from
 from testbed.cni.base import ClusterRef, Cni, NodeRef
 from testbed.constants import LABEL_NODE, NODE_SECURITY_OPT
 from testbed.errors import TestbedError, UserError
 from testbed.images.catalog import ImageSpec
 from testbed.images.gobuild import GoSource
 from testbed.provider.base import ContainerSpec, Provider
+from testbed_contract.node import KERNEL_MODULE
 
 DEFAULT_RANGE = "10.32.0.0/12"
 CONTROL_PORT = 6783
@@ -192,6 +194,18 @@ def parse_report(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+KERNEL_PROBE = ("python3", "-m", KERNEL_MODULE)
+
+
+def _detail(stdout: str) -> str:
+    """The kernel probe's reason, from its one JSON line."""
+    try:
+        doc = json.loads(stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return ""
+    return str(doc.get("detail") or "") if isinstance(doc, dict) else ""
+
+
 def _ipam_status(ipam: dict[str, Any]) -> str:
     if ipam.get("Entries"):
         return "ready"
@@ -248,15 +262,14 @@ class Weave(Cni):
         kernel's dummy link type it exits at start. Try one in a throwaway container."""
         res = provider.run_once(ContainerSpec(
             name=f"{cluster}-weave-preflight", image=node_image, cluster=cluster,
-            role="preflight", entrypoint=["sh", "-c"],
-            command=["ip link add tbp-dummy type dummy && ip link del tbp-dummy"],
+            role="preflight", entrypoint=list(KERNEL_PROBE), command=["--link", "dummy"],
             network_mode="none", cap_add=["NET_ADMIN"]), timeout=30)
         if res.exit_code != 0:
-            why = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["failed"]
+            why = [_detail(res.stdout) or (res.stderr or "failed").strip().splitlines()[-1]]
             raise UserError(
                 f"weave {self.default_release}: weaver needs the kernel's dummy link type (it "
                 f"sets its bridge MTU through a temporary dummy interface) and this engine's "
-                f"kernel has none (`ip link add ... type dummy`: {why[0]}); run weave on a "
+                f"kernel has none (creating one: {why[0]}); run weave on a "
                 "kernel with CONFIG_DUMMY, or choose flannel or calico")
 
     def install_specs(self, cluster: ClusterRef, node: NodeRef) -> list[ContainerSpec]:
@@ -302,7 +315,8 @@ class Weave(Cni):
         }
 
     def report(self, provider: Provider, node: str) -> dict[str, Any]:
-        """weaver's JSON report, read inside the node (the API listens on 127.0.0.1)."""
+        """weaver's JSON report, read inside the node (the API listens on 127.0.0.1); curl,
+        as the report of a large cluster outgrows the probe's 64 KiB body cap."""
         res = provider.exec(node, ["curl", "-sS", "--max-time", "5", "-H",
                                    "Accept: application/json", f"http://{HTTP_ADDR}/report"])
         if res.exit_code != 0:
@@ -318,9 +332,7 @@ class Weave(Cni):
 
     def ready(self, provider: Provider, node: str) -> bool:
         """GET /status answers 200 (upstream returns 503 until weaver is ready)."""
-        res = provider.exec(node, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                                   "--max-time", "3", f"http://{HTTP_ADDR}/status"])
-        return res.exit_code == 0 and res.stdout.strip() == "200"
+        return probe_from(provider, node, f"http://{HTTP_ADDR}/status", timeout=3)["status"] == 200
 
     def node_status(self, provider: Provider, node: str) -> dict[str, Any]:
         """Peers, connections, IPAM and the datapath weaver actually uses."""

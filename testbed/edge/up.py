@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from testbed.cluster import model
+from testbed.cluster.agent import probe_from
 from testbed.constants import LABEL_NODE
 from testbed.edge import ingress, registry
 from testbed.edge.names import (
@@ -98,13 +99,12 @@ def start_edge(ctx: UpContext) -> None:
                    if c.name == echo_name(name)).ips.get(net)
 
     def ingress_up() -> bool:
-        res = provider.exec(edge, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                                   "-m", "2", f"http://127.0.0.1:{INGRESS_HTTP_PORT}/"])
-        return res.stdout.strip() == "404"
+        url = f"http://127.0.0.1:{INGRESS_HTTP_PORT}/"
+        return probe_from(provider, edge, url)["status"] == 404  # nginx's default server
 
     def echo_up() -> bool:
         url = f"http://{echo_ip}:{ECHO_PORT}/healthz"
-        return provider.exec(outside_name(name), ["curl", "-sf", "-m", "2", url]).exit_code == 0
+        return probe_from(provider, outside_name(name), url)["ok"]
 
     waits: list[tuple[Callable[[], bool], str, str]] = [
         (ingress_up, f"the ingress on {edge} to answer", ingress_name(name)),

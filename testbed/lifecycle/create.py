@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from testbed import console, images
 from testbed.cluster import model
 from testbed.cluster.agent import NodeAgent
+from testbed.cluster.etcd import CLIENT_PORT, ClusterEtcd
 from testbed.cni import ClusterRef, Cni, NodeRef
 from testbed.cni.select import Selection, check_overrides, select
 from testbed.constants import (
@@ -24,12 +24,13 @@ from testbed.constants import (
     NODE_SYSCTLS,
 )
 from testbed.edge import up as edge
-from testbed.errors import StepError, UserError
+from testbed.errors import ProviderError, StepError, UserError
 from testbed.lifecycle import pipeline
 from testbed.lifecycle.wait import parallel, until
 from testbed.provider.base import ContainerSpec, Provider
 from testbed.scenario import Scenario
 from testbed.services.up import program_services
+from testbed_contract.agent import PodRecord
 from testbed_contract.node import AGENT_CMD, CNI_CONF_DIR, NODE_SETUP_LOG
 from testbed_contract.registry import SCENARIO_KEY
 
@@ -50,7 +51,7 @@ class UpContext:
     tags: dict[str, str] = field(default_factory=dict)
     etcd_ip: str = ""
     nodes: list[NodeRef] = field(default_factory=list)
-    pods: list[dict[str, Any]] = field(default_factory=list)
+    pods: list[PodRecord] = field(default_factory=list)
 
     @property
     def ref(self) -> ClusterRef:
@@ -112,7 +113,7 @@ def start_etcd(ctx: UpContext) -> None:
     ctx.provider.run(ContainerSpec(
         name=name, image=ctx.tags["etcd"], cluster=ctx.name, role="datastore",
         network=model.network_name(ctx.name), ip=ctx.etcd_ip, hostname=name,
-        labels=ctx.labels(),
+        labels=ctx.labels(), ports={CLIENT_PORT: ("127.0.0.1", 0)},
         command=["--name=etcd", "--data-dir=/var/lib/etcd",
                  f"--listen-client-urls=http://0.0.0.0:{ETCD_PORT}",
                  f"--advertise-client-urls=http://{name}:{ETCD_PORT}"],
@@ -120,25 +121,21 @@ def start_etcd(ctx: UpContext) -> None:
 
 
 def configure_datastore(ctx: UpContext) -> None:
-    """Once etcd answers a health check, write the scenario and the CNI's cluster-wide keys
-    (e.g. flannel's config): one exec in the etcd container, the values passed as env."""
+    """Once etcd answers, write the scenario and the CNI's cluster-wide keys (e.g. flannel's
+    config) through the host's etcd client."""
     keys = {SCENARIO_KEY: ctx.scenario.model_dump_json(by_alias=True),
             **ctx.cni.datastore_keys(ctx.ref)}
-    env = {f"K{i}": k for i, k in enumerate(keys)} | {f"V{i}": v
-                                                      for i, v in enumerate(keys.values())}
-    puts = " && ".join(f'etcdctl put "$K{i}" "$V{i}" >/dev/null' for i in range(len(keys)))
-    script = (f"deadline=$(( $(date +%s) + {ETCD_TIMEOUT:.0f} )); "
-              "until etcdctl endpoint health >/dev/null 2>&1; do "
-              '[ "$(date +%s)" -lt "$deadline" ] || { echo "etcd is not healthy" >&2; exit 3; }; '
-              f"sleep 0.05; done; {puts}")
     name = model.etcd_name(ctx.name)
-    res = ctx.provider.exec(name, ["sh", "-c", script], env=env)
-    if res.exit_code == 3:
-        raise StepError(f"timed out after {ETCD_TIMEOUT:.0f}s waiting for etcd to become "
-                        f"healthy\n--- last logs ---\n{ctx.provider.logs(name).rstrip()}")
-    if res.exit_code != 0:
-        raise UserError(f"etcd rejected the CNI's keys ({', '.join(keys)}): "
-                        f"{res.stderr.strip()}")
+    etcd = ClusterEtcd(ctx.provider, ctx.name)
+    try:
+        etcd.wait_healthy(ETCD_TIMEOUT)
+    except StepError as e:
+        raise StepError(f"{e}\n--- last logs ---\n{ctx.provider.logs(name).rstrip()}") from e
+    for key, value in keys.items():
+        try:
+            etcd.put(key, value)
+        except StepError as e:
+            raise UserError(f"etcd rejected the CNI's keys ({', '.join(keys)}): {e}") from e
 
 
 def node_volumes(ctx: UpContext, index: int) -> dict[str, str]:
@@ -158,8 +155,7 @@ def start_node(ctx: UpContext, index: int, vols: dict[str, str]) -> NodeRef:
         env={"NODE_NAME": name},
         # The node's start-up chores (plugin links, state dirs) run as it boots, and again
         # on a restart; `ready` later waits for the plugins they link.
-        command=["sh", "-c", f"{' '.join(AGENT_CMD)} setup >{NODE_SETUP_LOG} 2>&1; "
-                 "exec sleep infinity"],
+        command=[*AGENT_CMD, "boot", "--log", NODE_SETUP_LOG],
         volumes={vols[k]: path for k, path in ctx.cni.node_volumes.items()},
         cap_add=NODE_CAPS, security_opt=NODE_SECURITY_OPT, sysctls=NODE_SYSCTLS,
         init=True,
@@ -228,7 +224,10 @@ def start_cni(ctx: UpContext) -> None:
 def cni_logs(ctx: UpContext, node: NodeRef) -> str:
     """The last lines of a node's CNI daemons and of its start-up chores."""
     daemons = [s.name for s in ctx.cni.daemon_specs(ctx.ref, node)]
-    setup = ctx.provider.exec(node.name, ["cat", NODE_SETUP_LOG]).stdout.strip()
+    try:
+        setup = ctx.provider.read_file(node.name, NODE_SETUP_LOG).strip()
+    except ProviderError as e:
+        setup = str(e)
     return "\n".join([*(ctx.provider.logs(d, 30) for d in daemons), f"node setup: {setup}"])
 
 
@@ -246,7 +245,7 @@ def wait_cni(ctx: UpContext, node: NodeRef) -> None:
 
 
 def add_pods(ctx: UpContext, node: NodeRef, batch: list[tuple[str, list[str]]]
-             ) -> list[dict[str, Any]]:
+             ) -> list[PodRecord]:
     """A node's pods once its CNI is ready: one agent call that waits for the CNI's files
     and then adds the pods, unless the CNI has a readiness check of its own to pass first."""
     agent = NodeAgent(ctx.provider, node.name)
@@ -279,7 +278,7 @@ def deploy_pods(ctx: UpContext) -> None:
                 internet.result()
                 edge.join_internet(ctx, node.name)
 
-        def deploy(node: NodeRef) -> list[dict[str, Any]]:
+        def deploy(node: NodeRef) -> list[PodRecord]:
             added = add_pods(ctx, node, per_node[node.index])
             join(node)
             return added

@@ -1,17 +1,15 @@
-"""The orchestrator's side of the registry: writes and reads with etcdctl in the etcd container.
+"""The orchestrator's side of the registry: writes and reads through the host's etcd client.
 
-The key layout and records are testbed_contract.registry's (the node daemon reads the same keys);
-the host never talks to etcd directly, it execs etcdctl in `<cluster>-etcd`.
+The key layout and records are testbed_contract.registry's (the node daemon reads the same keys).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Mapping
 from typing import Any
 
-from testbed.cluster import model
+from testbed.cluster.etcd import ClusterEtcd
 from testbed.errors import StepError
 from testbed.lifecycle.wait import parallel
 from testbed.provider.base import Provider
@@ -28,29 +26,18 @@ from testbed_contract.registry import (
 
 def put(provider: Provider, cluster: str, key: str, value: Mapping[str, Any]) -> None:
     """Write one JSON record."""
-    res = provider.exec(model.etcd_name(cluster),
-                        ["etcdctl", "put", key, json.dumps(value, sort_keys=True)])
-    if res.exit_code != 0:
-        raise StepError(f"etcd rejected {key}: {(res.stderr or res.stdout).strip()}")
+    ClusterEtcd(provider, cluster).put(key, json.dumps(value, sort_keys=True))
 
 
 def delete(provider: Provider, cluster: str, key: str) -> None:
     """Remove one key (absent is fine)."""
-    res = provider.exec(model.etcd_name(cluster), ["etcdctl", "del", key])
-    if res.exit_code != 0:
-        raise StepError(f"etcd refused to delete {key}: {(res.stderr or res.stdout).strip()}")
+    ClusterEtcd(provider, cluster).delete(key)
 
 
 def read(provider: Provider, cluster: str) -> Registry:
     """One consistent read of everything under /testbed/ (empty when nothing is registered)."""
-    res = provider.exec(model.etcd_name(cluster),
-                        ["etcdctl", "get", "--prefix", PREFIX, "-w", "json"])
-    if res.exit_code != 0:
-        raise StepError(f"cannot read the service registry: {(res.stderr or res.stdout).strip()}")
-    doc = json.loads(res.stdout or "{}")
-    items = [(base64.b64decode(kv.get("key", "")).decode(errors="replace"),
-              base64.b64decode(kv.get("value", ""))) for kv in doc.get("kvs") or []]
-    return Registry.from_items(items, int(doc.get("header", {}).get("revision", 0)))
+    items, revision = ClusterEtcd(provider, cluster).range(PREFIX)
+    return Registry.from_items(items, revision)
 
 
 def pod_record(agent_pod: Mapping[str, Any], labels: Mapping[str, str]) -> Pod:

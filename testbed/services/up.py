@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from testbed.cluster.agent import NodeAgent
+from testbed.errors import ProviderError
 from testbed.lifecycle.wait import parallel, until
 from testbed.services import registry
 from testbed.services.allocate import allocate
@@ -53,16 +54,18 @@ def program_services(ctx: UpContext) -> None:
         def synced() -> bool:
             nonlocal last
             # The status file the daemon rewrites after every look (cheaper than the agent).
-            res = ctx.provider.exec(node, ["cat", DAEMON_STATUS])
             try:
-                last = json.loads(res.stdout) if res.exit_code == 0 else {}
-            except ValueError:
+                last = json.loads(ctx.provider.read_file(node, DAEMON_STATUS))
+            except (ProviderError, ValueError):
                 last = {}
             got = {k: sorted(v) for k, v in (last.get("services") or {}).items()}
             return got == want
 
         def logs() -> str:
-            tail = ctx.provider.exec(node, ["tail", "-n", "20", DAEMON_LOG]).stdout
+            try:
+                tail = "\n".join(ctx.provider.read_file(node, DAEMON_LOG).splitlines()[-20:])
+            except ProviderError as e:
+                tail = str(e)
             return f"last status: {last}\n{tail}"
 
         until(synced, SYNC_TIMEOUT, f"the service rules on {node}", logs, interval=0.2)
