@@ -18,7 +18,7 @@ from testbed.errors import ProviderError
 from testbed.paths import NODE_PACKAGES, REPO_ROOT
 from testbed.provider.base import ContainerSpec, Provider
 from testbed_contract.node import AGENT_ROOT, KERNEL_MODULE
-from testbed_node import kernel as kprobe
+from testbed_node import kmodules as kprobe
 
 ROLE = "doctor"
 TUN = "/dev/net/tun"
