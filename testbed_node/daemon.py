@@ -37,6 +37,7 @@ from testbed_contract.registry import (
 )
 from testbed_node import AgentError, pods, proxy
 from testbed_node.etcd import Etcd, EtcdCompacted, describe
+from testbed_node.process import log_tail
 from testbed_node.readiness import Readiness
 
 RUN_DIR = DAEMON_RUN_DIR
@@ -224,13 +225,15 @@ def start(period: float = PERIOD, timeout: float = START_TIMEOUT) -> dict[str, A
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AgentError(f"daemon exited with {proc.returncode}: {_tail(LOG_FILE)}")
+            why = log_tail(LOG_FILE, 8) or "no log"
+            raise AgentError(f"daemon exited with {proc.returncode}: {why}")
         doc = read_status()
         if doc.get("pid") == proc.pid:
             return {"started": True, "running": True, "pid": proc.pid, "log": LOG_FILE,
                     "revision": doc.get("revision")}
         time.sleep(0.1)
-    raise AgentError(f"daemon did not sync within {timeout:g}s: {_tail(LOG_FILE)}")
+    why = log_tail(LOG_FILE, 8) or "no log"
+    raise AgentError(f"daemon did not sync within {timeout:g}s: {why}")
 
 
 def read_status() -> dict[str, Any]:
@@ -261,11 +264,3 @@ def stop(timeout: float = 10.0) -> dict[str, Any]:
     while time.monotonic() < deadline and running_pid():
         time.sleep(0.1)
     return {"stopped": running_pid() is None, "pid": pid}
-
-
-def _tail(path: str, lines: int = 8) -> str:
-    try:
-        text = Path(path).read_text(errors="replace")
-    except OSError:
-        return "no log"
-    return " | ".join(ln for ln in text.splitlines()[-lines:] if ln.strip())
