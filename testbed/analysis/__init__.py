@@ -1,0 +1,1 @@
+"""Statistics over repeated trials: medians with intervals, verdicts, load sweeps and knees."""

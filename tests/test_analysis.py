@@ -1,0 +1,84 @@
+"""Statistics over trials, the sweep planner and knee detection, against textbook values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from testbed.analysis import stats, sweep
+
+
+def test_interval_is_the_student_t_interval_of_the_mean() -> None:
+    # mean 2, s = 1, n = 3: t(0.975, df=2) = 4.3027 (any t table), half width 4.3027/sqrt(3)
+    f = stats.figure([1.0, 2.0, 3.0])
+    assert f.median == 2.0
+    assert f.low == pytest.approx(2 - 4.3027 / math.sqrt(3), abs=1e-3)
+    assert f.high == pytest.approx(2 + 4.3027 / math.sqrt(3), abs=1e-3)
+
+
+def test_median_is_not_the_mean_and_one_trial_has_no_interval() -> None:
+    f = stats.figure([1.0, 1.0, 10.0])
+    assert f.median == 1.0 and f.low < 4.0 < f.high
+    one = stats.figure([5.0])
+    assert (one.low, one.high, one.has_interval) == (5.0, 5.0, False)
+    with pytest.raises(ValueError, match="no trials"):
+        stats.figure([])
+    with pytest.raises(ValueError, match="finite"):
+        stats.figure([1.0, math.nan])
+
+
+def test_clearly_separated_trials_are_a_real_difference() -> None:
+    a = stats.figure([10.0, 10.2, 9.9, 10.1])
+    b = stats.figure([12.0, 12.1, 11.9, 12.2])
+    v = stats.compare("flannel", a, "calico", b, better="higher")
+    assert v.winner == "calico" and v.significant
+    assert v.margin == pytest.approx((12.05 - 10.05) / 10.05, rel=1e-6)
+    assert v.p_value is not None and v.p_value < 0.001
+    # lower is better (latency): the same data picks the other one
+    assert stats.compare("flannel", a, "calico", b, better="lower").winner == "flannel"
+
+
+def test_overlapping_noise_is_no_difference() -> None:
+    a = stats.figure([10.0, 14.0, 8.0])
+    b = stats.figure([11.0, 9.0, 13.0])
+    v = stats.compare("flannel", a, "calico", b, better="higher")
+    assert v.winner is None and not v.significant
+    assert v.reason.startswith("no difference")
+
+
+def test_one_trial_gives_no_verdict() -> None:
+    v = stats.compare("a", stats.figure([1.0]), "b", stats.figure([2.0]), better="higher")
+    assert v.winner is None and v.p_value is None and "--trials" in v.reason
+
+
+def test_sweep_plan_is_ascending_distinct_fractions_of_the_ceiling() -> None:
+    assert sweep.plan(1000) == [100.0 * i for i in range(1, 13)]
+    assert sweep.plan(5, [0.1, 0.2, 1.0]) == [1.0, 5.0]  # 0.5 and 1.0 both floor to 1 rps
+    with pytest.raises(ValueError):
+        sweep.plan(0)
+
+
+def _curve(held_until: float, p99_from: float) -> list[sweep.Point]:
+    out = []
+    for rate in sweep.plan(1000):
+        achieved = rate if rate <= held_until else held_until
+        out.append(sweep.Point(rate, achieved, 2.0 if rate < p99_from else 50.0))
+    return out
+
+
+def test_knee_is_the_last_rate_held_under_the_objective() -> None:
+    k = sweep.knee(_curve(held_until=1200, p99_from=900))
+    assert k is not None and k.offered_rps == 800
+    k = sweep.knee(_curve(held_until=600, p99_from=2000))
+    assert k is not None and k.offered_rps == 600
+    assert sweep.knee(_curve(held_until=1200, p99_from=50)) is None
+    # a looser objective moves the knee up
+    loose = sweep.knee(_curve(held_until=1200, p99_from=900), p99_ms=100.0)
+    assert loose is not None and loose.offered_rps == 1200
+
+
+def test_generator_bound_points_are_never_the_knee() -> None:
+    points = [sweep.Point(100, 100, 1.0), sweep.Point(200, 200, 1.0, generator_bound=True)]
+    k = sweep.knee(points)
+    assert k is not None and k.offered_rps == 100
