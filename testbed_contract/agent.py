@@ -14,7 +14,7 @@ class ContainerRecord(TypedDict):
     """One process of a pod, as the agent started it."""
 
     name: str
-    kind: str  # "http" (the workload) or "cmd"
+    kind: str  # "http" (nginx), "pyhttp" (the Python server), "sleep" or "cmd"
     port: int | None
     argv: list[str]
     pid: int

@@ -10,6 +10,9 @@ LOCUSTFILE = f"{AGENT_ROOT}/testbed_node/locustfile.py"
 # The pods' HTTP workload and the probe, as modules run inside a node or a pod.
 WORKLOAD_MODULE = "testbed_node.workload"
 PROBE_MODULE = "testbed_node.probe"
+# Container kinds that serve the HTTP identity on their port: nginx (`http`, the load path)
+# and the Python server (`pyhttp`, which also serves /bytes?n=N).
+HTTP_KINDS = ("http", "pyhttp")
 KERNEL_MODULE = "testbed_node.kernel"
 
 # What the node's start-up chores (`agent setup`, run as the node boots) printed.

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from testbed_contract.node import HTTP_KINDS
 from testbed_node import UsageError, cni, netns
 from testbed_node.podspec import ContainerSpec, check_name, check_specs
 from testbed_node.process import PodError, http_ready, log_tail, owned, start_ticks, stop
@@ -198,7 +199,7 @@ class PodManager:
                         os.waitpid(c["pid"], os.WNOHANG)
                     raise PodError(f"pod {rec['name']}: container {c['name']} exited: "
                                    f"{log_tail(c['log']) or 'no output'}")
-                if c["kind"] != "http" or http_ready(rec["netns"], c["port"]):
+                if c["kind"] not in HTTP_KINDS or http_ready(rec["netns"], c["port"]):
                     break
                 if time.monotonic() > deadline:
                     raise PodError(f"pod {rec['name']}: container {c['name']} did not answer "

@@ -1,4 +1,5 @@
-"""A pod's containers as the agent is given them: NAME=http:PORT, NAME=sleep, NAME=cmd:ARGV."""
+"""A pod's containers as the agent is given them: NAME=http:PORT (nginx), NAME=pyhttp:PORT (the
+Python server, with /bytes), NAME=sleep, NAME=cmd:ARGV."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 
-from testbed_contract.node import WORKLOAD_MODULE
+from testbed_contract.node import HTTP_KINDS, WORKLOAD_MODULE
 from testbed_node import UsageError
 
 DEFAULT_CONTAINERS = ("app=http:8080",)
@@ -25,9 +26,10 @@ class ContainerSpec:
 
     def command(self) -> list[str]:
         """The argv this container runs."""
-        if self.kind == "http":
+        if self.kind in HTTP_KINDS:
+            server = "nginx" if self.kind == "http" else "python"
             return [sys.executable, "-m", WORKLOAD_MODULE, "--port", str(self.port),
-                    "--container", self.name]
+                    "--container", self.name, "--server", server]
         if self.kind == "sleep":
             return ["sleep", "infinity"]
         return list(self.argv)
@@ -49,10 +51,10 @@ def parse_container_spec(text: str) -> ContainerSpec:
                          "or NAME=cmd:ARGV")
     check_name(name, "container")
     kind, _, arg = rest.partition(":")
-    if kind == "http":
+    if kind in HTTP_KINDS:
         if not arg.isdigit() or not 1 <= int(arg) <= 65535:
-            raise UsageError(f"container spec {text!r}: http needs a port 1-65535")
-        return ContainerSpec(name, "http", port=int(arg))
+            raise UsageError(f"container spec {text!r}: {kind} needs a port 1-65535")
+        return ContainerSpec(name, kind, port=int(arg))
     if kind == "sleep" and not arg:
         return ContainerSpec(name, "sleep")
     if kind == "cmd":
@@ -63,7 +65,8 @@ def parse_container_spec(text: str) -> ContainerSpec:
         if not argv:
             raise UsageError(f"container spec {text!r}: cmd needs a command")
         return ContainerSpec(name, "cmd", argv=tuple(argv))
-    raise UsageError(f"container spec {text!r}: kind must be http:PORT, sleep or cmd:ARGV")
+    raise UsageError(f"container spec {text!r}: kind must be http:PORT, pyhttp:PORT, "
+                     "sleep or cmd:ARGV")
 
 
 def check_specs(specs: list[ContainerSpec]) -> list[ContainerSpec]:

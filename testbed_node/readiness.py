@@ -21,6 +21,7 @@ from typing import Any
 
 from etcd3gw.lease import Lease
 
+from testbed_contract.node import HTTP_KINDS
 from testbed_contract.registry import PODS, Pod, pod_key, status_key
 from testbed_node.etcd import Etcd
 
@@ -109,7 +110,7 @@ class Readiness:
             state = self.states.setdefault((rec["name"], c["name"]), ProbeState())
             if not c.get("alive"):
                 state.record(False, "container is not running", failure_threshold=1)
-            elif c.get("kind") == "http" and c.get("port") and ip:
+            elif c.get("kind") in HTTP_KINDS and c.get("port") and ip:
                 checks.append((state, c["name"], int(c["port"])))
                 continue
             else:

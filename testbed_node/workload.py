@@ -1,4 +1,5 @@
-"""The pods' HTTP workload: who answered (pod, node, ip, container, port), health, bulk bytes."""
+"""The pods' Python HTTP workload: who answered (pod, node, ip, container, port), health, bulk
+bytes; `--server nginx` hands the port to nginx instead (the fast path, see nginx.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from testbed_node import nginx
 
 MAX_BYTES = 1 << 30
 CHUNK = 64 * 1024
@@ -121,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--node", default=os.environ.get("NODE_NAME") or socket.gethostname())
     ap.add_argument("--ip", default=os.environ.get("POD_IP", ""))
     ap.add_argument("--host", default="0.0.0.0")
+    ap.add_argument("--server", choices=("python", "nginx"), default="python",
+                    help="nginx: the fast identity server (no /bytes); python: this one")
     args = ap.parse_args(argv)
+    if args.server == "nginx":
+        nginx.exec_nginx(args.pod, args.node, args.container, args.port, args.ip)
     identity = Identity(args.pod, args.node, args.container, args.port, args.ip)
     server = make_server(identity, args.host)
     print(f"serving {identity.describe('')} on {args.host}:{identity.port}", flush=True)

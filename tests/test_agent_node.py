@@ -132,7 +132,7 @@ def test_setup_is_idempotent_and_node_is_ready(node: str) -> None:
 
 def test_pod_gets_an_address_and_answers_another_pod(node: str, pods: list[str]) -> None:
     a = add(node, pods, "web-a")
-    b = add(node, pods, "web-b")
+    b = add(node, pods, "web-b", "app=http:8080", "bulk=pyhttp:8081")
     for rec in (a, b):
         assert ipaddress.ip_address(rec["ip"]) in SUBNET
         assert rec["cidr"] == str(SUBNET) and rec["gateway"] == "10.250.0.1"
@@ -146,8 +146,14 @@ def test_pod_gets_an_address_and_answers_another_pod(node: str, pods: list[str])
     assert {k: res["body"][k] for k in ("pod", "node", "ip", "container", "port")} == {
         "pod": "web-a", "node": node, "ip": a["ip"], "container": "app", "port": 8080}
     assert res["body"]["client"] == b["ip"]  # bridged, not NATed
-    back = ok(node, "probe", "web-a", f"http://{b['ip']}:8080/bytes?n=100000", "--count", "1")
+    assert res["body"]["server"] == "nginx"  # the fast workload is Debian's nginx
+    pid = a["containers"][0]["pid"]
+    assert sh(node, f"grep -qs 'nginx: master' /proc/{pid}/cmdline").returncode == 0
+    # the Python server beside it: the same identity, and bulk bytes
+    back = ok(node, "probe", "web-a", f"http://{b['ip']}:8081/bytes?n=100000", "--count", "1")
     assert back["ok"] is True
+    side = ok(node, "probe", "web-a", f"http://{b['ip']}:8081/", "--count", "1")
+    assert side["body"]["container"] == "bulk" and side["body"]["client"] == a["ip"]
     names = [p["name"] for p in ok(node, "pod", "list")]
     assert {"web-a", "web-b"} <= set(names)
     shown = ok(node, "pod", "show", "web-a")
@@ -185,7 +191,7 @@ def test_pod_del_frees_its_address_and_is_idempotent(node: str, pods: list[str])
     assert sh(node, f"test -e {cache}").returncode != 0
     assert sh(node, "test -e /var/run/netns/gone").returncode != 0
     pid = rec["containers"][0]["pid"]
-    assert sh(node, f"grep -qs workload /proc/{pid}/cmdline").returncode != 0
+    assert sh(node, f"grep -qs nginx /proc/{pid}/cmdline").returncode != 0
     assert "gone" not in [p["name"] for p in ok(node, "pod", "list")]
     again = ok(node, "pod", "del", "gone")
     assert again == {"name": "gone", "deleted": False, "reason": "no such pod"}

@@ -217,7 +217,11 @@ def test_a_pod_failing_readiness_leaves_the_endpoints_and_returns(
     app = next(c for c in record["containers"] if c["name"] == "app")
     # A stopped server still accepts connections in the kernel but never answers: the
     # readiness probe times out (not a dead process), so this is failureThreshold at work.
-    assert p.exec(node, ["kill", "-STOP", str(app["pid"])]).exit_code == 0
+    # nginx answers from its worker, so the master and its workers are stopped.
+    workers = p.exec(node, ["cat", f"/proc/{app['pid']}/task/{app['pid']}/children"]).stdout
+    pids = [str(app["pid"]), *workers.split()]
+    assert len(pids) > 1, "nginx's master has no worker"
+    assert p.exec(node, ["kill", "-STOP", *pids]).exit_code == 0
     try:
         gone = wait_rules(flannel_vxlan, lambda eps: all(endpoint not in v
                                                          for v in eps.values()),
@@ -228,7 +232,7 @@ def test_a_pod_failing_readiness_leaves_the_endpoints_and_returns(
         res = through_service(flannel_vxlan)
         assert res["ok"] and pod not in {s["pod"] for s in res["samples"]}, res
     finally:
-        p.exec(node, ["kill", "-CONT", str(app["pid"])])
+        p.exec(node, ["kill", "-CONT", *pids])
     back = wait_rules(flannel_vxlan, lambda eps: all(endpoint in v for v in eps.values()),
                       CONVERGE_BOUND_S)
     print(f"\n{pod} failed readiness: out of every node's rules after {gone:.2f}s, "

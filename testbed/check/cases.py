@@ -12,6 +12,7 @@ from testbed.lifecycle.wait import parallel
 from testbed.provider.base import Provider
 from testbed.scenario import Scenario
 from testbed_contract.agent import PodRecord, ProbeReply
+from testbed_contract.node import HTTP_KINDS
 
 # Every path the matrix checks, in the order reports list them.
 PATHS = ("container-to-container", "pod-to-pod-same-node", "pod-to-pod-cross-node",
@@ -74,7 +75,7 @@ Planner = Callable[[Provider, World], list[Case]]
 def http_port(pod: PodRecord, container: str | None = None) -> int | None:
     """The port of a pod's (first, or named) HTTP container."""
     return next((int(c["port"]) for c in pod.get("containers", [])
-                 if c.get("kind") == "http" and c["port"] is not None
+                 if c.get("kind") in HTTP_KINDS and c["port"] is not None
                  and (container is None or c.get("name") == container)), None)
 
 

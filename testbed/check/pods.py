@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from testbed.check.cases import Case, Planner, World, http_port, pod_case
 from testbed.provider.base import Provider
+from testbed_contract.node import HTTP_KINDS
 
 
 def pod_to_pod(provider: Provider, world: World) -> list[Case]:
@@ -28,7 +29,7 @@ def container_to_container(provider: Provider, world: World) -> list[Case]:
     """Two containers of one pod talk over localhost (they share the pod's netns)."""
     for node, pods in world.pods_by_node.items():
         for pod in pods:
-            https = [c for c in pod.get("containers", []) if c.get("kind") == "http"]
+            https = [c for c in pod.get("containers", []) if c.get("kind") in HTTP_KINDS]
             if len(https) >= 2:
                 other = https[1]
                 return [Case("container-to-container", f"{pod['name']}/{https[0]['name']}",

@@ -22,6 +22,7 @@ from testbed.cluster.agent import NodeAgent
 from testbed.provider.base import Provider
 from testbed.services import registry
 from testbed_contract.agent import PodRecord, ProbeReply, ProbeSample
+from testbed_contract.node import HTTP_KINDS
 from testbed_contract.registry import Endpoint, Registry, Service, ServicePort, selects
 
 MISS_ODDS = 1e-6
@@ -94,7 +95,7 @@ def _http_endpoints(reg: Registry, svc: Service, port: ServicePort) -> list[Endp
     out = []
     for ep in reg.endpoints(svc, port):
         pod = reg.pods.get(ep.pod)
-        if pod and any(c.get("kind") == "http" and c.get("port") == port.target_port
+        if pod and any(c.get("kind") in HTTP_KINDS and c.get("port") == port.target_port
                        for c in pod.containers):
             out.append(ep)
     return out
@@ -106,7 +107,7 @@ def _http_ports(reg: Registry) -> list[tuple[Service, ServicePort, list[Endpoint
     for svc in sorted(reg.services.values(), key=lambda s: s.name):
         for port in svc.ports:
             selected = [p for p in reg.selected(svc) if any(
-                c.get("kind") == "http" and c.get("port") == port.target_port
+                c.get("kind") in HTTP_KINDS and c.get("port") == port.target_port
                 for c in p.containers)]
             if selected:
                 out.append((svc, port, _http_endpoints(reg, svc, port)))
