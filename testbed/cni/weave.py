@@ -20,6 +20,7 @@ from testbed.constants import LABEL_NODE, NODE_SECURITY_OPT
 from testbed.errors import TestbedError, UserError
 from testbed.images.catalog import ImageSpec
 from testbed.images.gobuild import GoSource
+from testbed.lifecycle.wait import TIMEOUTS
 from testbed.provider.base import ContainerSpec, Provider
 
 DEFAULT_RANGE = "10.32.0.0/12"
@@ -250,7 +251,7 @@ class Weave(Cni):
             name=f"{cluster}-weave-preflight", image=node_image, cluster=cluster,
             role="preflight", entrypoint=["sh", "-c"],
             command=["ip link add tbp-dummy type dummy && ip link del tbp-dummy"],
-            network_mode="none", cap_add=["NET_ADMIN"]), timeout=30)
+            network_mode="none", cap_add=["NET_ADMIN"]), timeout=TIMEOUTS.cni_probe)
         if res.exit_code != 0:
             why = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["failed"]
             raise UserError(

@@ -15,6 +15,7 @@ from typing import Any
 
 from testbed.constants import LABEL_CLUSTER, NODE_CAPS, NODE_SECURITY_OPT, NODE_SYSCTLS
 from testbed.errors import ProviderError
+from testbed.lifecycle.wait import TIMEOUTS
 from testbed.paths import NODE_PACKAGES, REPO_ROOT
 from testbed.provider.base import ContainerSpec, Provider
 from testbed_contract.node import AGENT_ROOT, KERNEL_MODULE
@@ -22,7 +23,7 @@ from testbed_node import kernel as kprobe
 
 ROLE = "doctor"
 TUN = "/dev/net/tun"
-PROBE_TIMEOUT = 60
+PROBE_TIMEOUT = TIMEOUTS.doctor
 STALE_AFTER = 600  # a doctor run takes seconds; older probe containers are leftovers
 
 # What the absence of each kernel feature rules out in this testbed.
