@@ -92,15 +92,21 @@ class Cluster:
             self._remove()
 
     def _remove(self) -> None:
-        # Worker threads an interrupt left running may still be creating something: remove,
-        # wait for them, and remove again until nothing labelled is left.
+        # Worker threads an interrupt left running may still be creating something (a node
+        # joining a network): remove, wait for them, and remove again until nothing is left.
+        error: Exception | None = None
         for _ in range(ROLLBACK_ATTEMPTS):
-            self.provider.delete_cluster(self.name)
+            try:
+                self.provider.delete_cluster(self.name)
+                error = None
+            except Exception as e:
+                error = e
             drain()
             left = self.leftovers()
-            if not left:
+            if not left and error is None:
                 return
-        raise ProviderError(f"cannot remove {', '.join(left)} ({LABEL_CLUSTER}={self.name}): "
+        raise ProviderError(f"cannot remove {', '.join(left) or 'everything'} "
+                            f"({LABEL_CLUSTER}={self.name}){f': {error}' if error else ''}; "
                             f"retry `python -m testbed down {self.name}`")
 
     def __enter__(self) -> Cluster:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -10,7 +11,6 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from testbed import console
 from testbed.lifecycle.wait import CANCELLED
 
 
@@ -36,7 +36,9 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     if _state.shielded:
         if not _state.noted:
             _state.noted = True
-            console.info(note(_state.name))
+            # Straight to the descriptor: the handler may run in the middle of a console
+            # write, and the console is not re-entrant.
+            os.write(2, (note(_state.name) + "\n").encode())
         return
     # From the first Ctrl-C on, whatever cleans up after it runs to the end.
     _state.shielded = True

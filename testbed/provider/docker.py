@@ -327,12 +327,16 @@ class DockerProvider:
         # a node's network namespace.
         with ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(_remove, found))
-        for net in self.client.networks.list(filters=flt):
-            with contextlib.suppress(docker.errors.NotFound):
-                net.remove()
-        for vol in self.client.volumes.list(filters=flt):
-            with contextlib.suppress(docker.errors.NotFound):
-                vol.remove(force=True)
+        try:
+            for net in self.client.networks.list(filters=flt):
+                with contextlib.suppress(docker.errors.NotFound):
+                    net.remove()
+            for vol in self.client.volumes.list(filters=flt):
+                with contextlib.suppress(docker.errors.NotFound):
+                    vol.remove(force=True)
+        except docker.errors.APIError as e:  # e.g. a container joined meanwhile: retry
+            raise ProviderError(f"cannot remove everything of {cluster}: {e.explanation}"
+                                ) from e
 
 
 def _remove(c: Container) -> None:
