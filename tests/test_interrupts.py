@@ -167,9 +167,20 @@ def test_a_killed_up_shows_incomplete_until_down(step: str, provider: DockerProv
     assert doc["state"] == "incomplete" and f"down {up.name}" in doc["hint"], doc
     table = run_cli("list")
     assert "incomplete" in table.stdout, table.stdout
-    down = run_cli("down", up.name)
+    # `.ci/run`'s last resort (`down --all --prefix tbt-`) and `down NAME` are the same code.
+    how = ["--all", "--prefix", up.name] if step == "Creating network" else [up.name]
+    down = run_cli("down", *how)
     assert down.returncode == 0, down.stderr
+    assert f"Deleting cluster {up.name}" in down.stderr
     assert leftovers(provider, up.name) == []
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("args", [["x", "--all"], ["--prefix", "tbt-"], ["x", "--prefix", "x"]])
+def test_down_takes_a_name_or_all_with_a_prefix(args: list[str]) -> None:
+    res = run_cli("down", *args)
+    assert res.returncode == 2, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
 @pytest.mark.docker

@@ -194,20 +194,13 @@ def remove_stale(provider: Provider) -> int:
     stale = {c.labels.get(LABEL_CLUSTER, "") for c in found
              if time.time() - c.created > STALE_AFTER}
     for cluster in sorted(stale - {""}):
-        provider.delete_cluster(cluster)
+        cleanup(provider, cluster)
     return sum(1 for c in found if c.labels.get(LABEL_CLUSTER, "") in stale)
 
 
 def cleanup(provider: Provider, cluster: str) -> None:
-    """Remove every probe container of this run, found by label (even after Ctrl-C)."""
-    interrupted = False
-    for _ in range(3):
-        try:
-            provider.delete_cluster(cluster)
-            break
-        except KeyboardInterrupt:
-            interrupted = True
-        except ProviderError:
-            continue
-    if interrupted:
-        raise KeyboardInterrupt
+    """Remove every probe container of this run, found by label, through the cluster handle
+    (the one cleanup path: retried, and a Ctrl-C cannot interrupt it)."""
+    from testbed.cluster.handle import Cluster
+
+    Cluster(provider, cluster).down()
