@@ -148,14 +148,14 @@ def images_load(file: str) -> None:
 def up(scenario: str | None, cni_value: str | None, nodes: int | None, name: str,
        build: str | None, retain: bool, image_overrides: tuple[str, ...]) -> None:
     """Create a cluster: etcd, N nodes, the CNI's daemons, and the scenario's pods."""
+    from testbed.cluster.handle import Cluster
     from testbed.cluster.model import validate_name
-    from testbed.lifecycle.create import up as create
 
     validate_name(name)
     spec, module, backend = _scenario(scenario, cni_value, nodes, build)
     spec.cni.images.update(parse_images(image_overrides))
-    ctx = create(_provider(), spec, name, module, backend, retain=retain)
-    assert ctx.selection is not None
+    ctx = Cluster.create(_provider(), spec, name, module, backend, retain=retain).ctx
+    assert ctx is not None and ctx.selection is not None
     console.info(f"Cluster {name!r} is up: {len(ctx.nodes)} nodes, {module.name} "
                  f"{ctx.selection.release} ({backend}, {ctx.selection.build} build), "
                  f"{len(ctx.pods)} pods. "
@@ -212,7 +212,9 @@ def status(name: str, as_json: bool) -> None:
         _print_json(doc)
         return
     console.out.print(f"cluster {doc['cluster']}: {doc['cni']} ({doc['backend']}), "
-                      f"{doc['build']} build")
+                      f"{doc['build']} build, {doc['state']}")
+    if doc.get("hint"):
+        console.info(f" ! {doc['hint']}")
     table = Table("node", "ip", "state", "cni daemons", "pod cidr", "pods", "cni")
     for n in doc["nodes"]:
         daemons = ", ".join(f"{d['name']} {d['state']}" for d in n["cni_daemons"]) or "-"
@@ -262,10 +264,10 @@ def list_(as_json: bool) -> None:
     if not rows:
         console.info("no clusters")
         return
-    table = Table("name", "cni", "backend", "build", "nodes", "containers running")
+    table = Table("name", "state", "cni", "backend", "build", "nodes", "containers running")
     for r in rows:
-        table.add_row(r["name"], r["cni"], r["backend"], r["build"], str(r["nodes"]),
-                      f"{r['running']}/{r['containers']}")
+        table.add_row(r["name"], r["state"], r["cni"], r["backend"], r["build"],
+                      str(r["nodes"]), f"{r['running']}/{r['containers']}")
     console.out.print(table)
 
 
@@ -329,19 +331,17 @@ def check(name: str, as_json: bool, junit: str | None, with_spread: bool) -> Non
 @cli.command()
 @click.argument("name", required=False)
 @click.option("--all", "all_", is_flag=True, help="Every testbed cluster.")
+@click.option("--prefix", default="", help="With --all: only clusters whose name starts so.")
 @_errors
-def down(name: str | None, all_: bool) -> None:
+def down(name: str | None, all_: bool, prefix: str) -> None:
     """Remove a cluster's containers, networks and volumes (found by label)."""
+    from testbed.cluster.handle import select, teardown
+
     provider = _provider()
-    if all_ and name:
-        raise UserError("give a cluster NAME or --all, not both")
-    names = provider.clusters() if all_ else [name or DEFAULT_CLUSTER]
-    if not all_ and names[0] not in provider.clusters():
-        console.info(f"no cluster named {names[0]!r}; nothing to remove")
-        return
-    for n in names:
-        with console.step(f"Deleting cluster {n}"):
-            provider.delete_cluster(n)
+    names = select(provider, name, all_, prefix)
+    if not names and not all_:
+        console.info(f"no cluster named {name or DEFAULT_CLUSTER!r}; nothing to remove")
+    teardown(provider, names)
 
 
 @cli.command("run")

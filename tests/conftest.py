@@ -8,13 +8,15 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import TracebackType
 
 import pytest
 
 from testbed import cni as cnis
 from testbed import images
+from testbed.cluster.handle import Cluster, select, teardown
 from testbed.cni.select import source_specs
-from testbed.lifecycle.create import UpContext, up
+from testbed.lifecycle.context import UpContext
 from testbed.provider.docker import DockerProvider
 from testbed.scenario import Scenario, load
 
@@ -48,11 +50,24 @@ def built(provider: DockerProvider) -> dict[str, str]:
 
 @dataclass
 class Running:
-    """A cluster a test may use, and how to reach it."""
+    """A cluster a test may use, and how to reach it; leaving its block removes it through
+    the cluster handle (the one cleanup path)."""
 
     name: str
     ctx: UpContext
     provider: DockerProvider
+    cluster: Cluster
+
+    def down(self) -> None:
+        """Remove every container, network and volume the cluster has left."""
+        self.cluster.down()
+
+    def __enter__(self) -> Running:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.down()
 
 
 def start(provider: DockerProvider, tag: str, cni: str, nodes: int = 3,
@@ -63,23 +78,23 @@ def start(provider: DockerProvider, tag: str, cni: str, nodes: int = 3,
     spec.cni.build = "source"
     module, backend, _ = cnis.parse(cni)
     name = cluster_name(tag)
-    return Running(name, up(provider, spec, name, module, backend), provider)
+    cluster = Cluster.create(provider, spec, name, module, backend)
+    assert cluster.ctx is not None
+    return Running(name, cluster.ctx, provider, cluster)
 
 
 @pytest.fixture(scope="session")
 def flannel_vxlan(provider: DockerProvider, built: dict[str, str]) -> Iterator[Running]:
     """A 3-node flannel vxlan cluster shared by the tests that only read it."""
-    running = start(provider, "vx", "flannel:vxlan")
-    yield running
-    provider.delete_cluster(running.name)
+    with start(provider, "vx", "flannel:vxlan") as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
 def flannel_hostgw(provider: DockerProvider, built: dict[str, str]) -> Iterator[Running]:
     """A 3-node flannel host-gw cluster."""
-    running = start(provider, "hg", "flannel:host-gw")
-    yield running
-    provider.delete_cluster(running.name)
+    with start(provider, "hg", "flannel:host-gw") as running:
+        yield running
 
 
 def calico_scenario() -> Scenario:
@@ -93,17 +108,15 @@ def calico_scenario() -> Scenario:
 @pytest.fixture(scope="session")
 def calico_bgp(provider: DockerProvider, built: dict[str, str]) -> Iterator[Running]:
     """A 3-node calico cluster routing pod blocks with BGP (BIRD), no encapsulation."""
-    running = start(provider, "cb", "calico:bgp", scenario=calico_scenario())
-    yield running
-    provider.delete_cluster(running.name)
+    with start(provider, "cb", "calico:bgp", scenario=calico_scenario()) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
 def calico_vxlan(provider: DockerProvider, built: dict[str, str]) -> Iterator[Running]:
     """A 3-node calico cluster over felix's vxlan.calico."""
-    running = start(provider, "cv", "calico:vxlan", scenario=calico_scenario())
-    yield running
-    provider.delete_cluster(running.name)
+    with start(provider, "cv", "calico:vxlan", scenario=calico_scenario()) as running:
+        yield running
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -116,9 +129,7 @@ def _reap() -> Iterator[None]:
         return
     for _ in range(3):  # other sessions' containers may vanish while we list
         try:
-            for name in p.clusters():
-                if name.endswith(RUN_ID):
-                    p.delete_cluster(name)
+            teardown(p, [n for n in select(p, None, True, "") if n.endswith(RUN_ID)])
             return
         except Exception:
             continue

@@ -194,9 +194,8 @@ def _paths_scenario() -> Scenario:
 
 @pytest.fixture(scope="module")
 def edge_paths(provider: DockerProvider, built: dict[str, str]) -> Iterator[Running]:
-    running = start(provider, "ep", "flannel:vxlan", nodes=1, scenario=_paths_scenario())
-    yield running
-    provider.delete_cluster(running.name)
+    with start(provider, "ep", "flannel:vxlan", nodes=1, scenario=_paths_scenario()) as running:
+        yield running
 
 
 def test_ingress_routes_by_host_and_path_prefix(edge_paths: Running) -> None:

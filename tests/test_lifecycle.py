@@ -61,8 +61,8 @@ def test_two_clusters_side_by_side_then_down_removes_only_one(
         assert len(_leftovers(provider, b.name)) > 0
         assert run_cli("check", b.name).returncode == 0
     finally:
-        provider.delete_cluster(a.name)
-        provider.delete_cluster(b.name)
+        a.down()
+        b.down()
     assert _leftovers(provider, b.name) == []
 
 

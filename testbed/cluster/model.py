@@ -54,6 +54,20 @@ def network_name(cluster: str) -> str:
     return f"{cluster}-net"
 
 
+MARKER_ROLE = "marker"
+
+
+def marker_name(cluster: str) -> str:
+    """`<cluster>-complete`: a labelled empty volume `up` creates as its very last act, so a
+    cluster whose `up` was killed (or is still running) has none."""
+    return f"{cluster}-complete"
+
+
+def is_complete(provider: Provider, cluster: str) -> bool:
+    """Whether `up` finished for this cluster."""
+    return marker_name(cluster) in provider.volumes(cluster, MARKER_ROLE)
+
+
 @dataclass(frozen=True)
 class Cluster:
     """What `status` and `check` need, rebuilt from container labels."""

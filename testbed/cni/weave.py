@@ -21,6 +21,7 @@ from testbed.constants import LABEL_NODE, NODE_SECURITY_OPT
 from testbed.errors import TestbedError, UserError
 from testbed.images.catalog import ImageSpec
 from testbed.images.gobuild import GoSource
+from testbed.lifecycle.wait import TIMEOUTS
 from testbed.provider.base import ContainerSpec, Provider
 from testbed_contract.node import KERNEL_MODULE
 
@@ -263,7 +264,7 @@ class Weave(Cni):
         res = provider.run_once(ContainerSpec(
             name=f"{cluster}-weave-preflight", image=node_image, cluster=cluster,
             role="preflight", entrypoint=list(KERNEL_PROBE), command=["--link", "dummy"],
-            network_mode="none", cap_add=["NET_ADMIN"]), timeout=30)
+            network_mode="none", cap_add=["NET_ADMIN"]), timeout=TIMEOUTS.cni_probe)
         if res.exit_code != 0:
             why = [_detail(res.stdout) or (res.stderr or "failed").strip().splitlines()[-1]]
             raise UserError(

@@ -15,6 +15,7 @@ from typing import Any
 
 from testbed.constants import LABEL_CLUSTER, NODE_CAPS, NODE_SECURITY_OPT, NODE_SYSCTLS
 from testbed.errors import ProviderError
+from testbed.lifecycle.wait import TIMEOUTS
 from testbed.paths import NODE_PACKAGES, REPO_ROOT
 from testbed.provider.base import ContainerSpec, Provider
 from testbed_contract.node import AGENT_ROOT, KERNEL_MODULE
@@ -22,7 +23,7 @@ from testbed_node import kmodules as kprobe
 
 ROLE = "doctor"
 TUN = "/dev/net/tun"
-PROBE_TIMEOUT = 60
+PROBE_TIMEOUT = TIMEOUTS.doctor
 STALE_AFTER = 600  # a doctor run takes seconds; older probe containers are leftovers
 
 # What the absence of each kernel feature rules out in this testbed.
@@ -193,20 +194,13 @@ def remove_stale(provider: Provider) -> int:
     stale = {c.labels.get(LABEL_CLUSTER, "") for c in found
              if time.time() - c.created > STALE_AFTER}
     for cluster in sorted(stale - {""}):
-        provider.delete_cluster(cluster)
+        cleanup(provider, cluster)
     return sum(1 for c in found if c.labels.get(LABEL_CLUSTER, "") in stale)
 
 
 def cleanup(provider: Provider, cluster: str) -> None:
-    """Remove every probe container of this run, found by label (even after Ctrl-C)."""
-    interrupted = False
-    for _ in range(3):
-        try:
-            provider.delete_cluster(cluster)
-            break
-        except KeyboardInterrupt:
-            interrupted = True
-        except ProviderError:
-            continue
-    if interrupted:
-        raise KeyboardInterrupt
+    """Remove every probe container of this run, found by label, through the cluster handle
+    (the one cleanup path: retried, and a Ctrl-C cannot interrupt it)."""
+    from testbed.cluster.handle import Cluster
+
+    Cluster(provider, cluster).down()

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from testbed.cluster import model
-from testbed.cluster.agent import probe_from
 from testbed.constants import LABEL_NODE
 from testbed.edge import ingress, registry
 from testbed.edge.names import (
@@ -24,14 +21,10 @@ from testbed.edge.names import (
     outside_name,
 )
 from testbed.errors import UserError
-from testbed.lifecycle.wait import parallel, until
+from testbed.lifecycle.context import UpContext
+from testbed.lifecycle.wait import Http, parallel
 from testbed.provider.base import ContainerSpec
 from testbed_contract.node import WORKLOAD_MODULE
-
-if TYPE_CHECKING:
-    from testbed.lifecycle.create import UpContext
-
-EDGE_TIMEOUT = 30.0
 
 
 def host_port() -> int:
@@ -58,7 +51,7 @@ def on_edge_node(index: int, spec: ContainerSpec) -> ContainerSpec:
 
 def start_internet(ctx: UpContext) -> None:
     """An internal network is the internet: no route off this host. An outside client and an
-    echo server live on it; the nodes join it later (`join_internet`)."""
+    echo server (ready once it answers) live on it; the nodes join it later (`join_internet`)."""
     provider, name = ctx.provider, ctx.name
     net = internet_network(name)
     provider.create_network(net, name, "network", internal=True, avoid=ctx.reserved_cidrs())
@@ -71,6 +64,8 @@ def start_internet(ctx: UpContext) -> None:
         network=net, hostname=echo_name(name), labels=ctx.labels(), init=True,
         command=["python3", "-m", WORKLOAD_MODULE, "--port", str(ECHO_PORT),
                  "--pod", "internet-echo", "--container", "echo", "--node", echo_name(name)],
+        wait=Http(f"http://127.0.0.1:{ECHO_PORT}/healthz",
+                  "the internet echo server to answer"),
     )]
     parallel(provider.run, outside)
 
@@ -81,8 +76,8 @@ def join_internet(ctx: UpContext, node: str) -> None:
 
 
 def start_edge(ctx: UpContext) -> None:
-    """The ingress on the edge node; then the ingress and the echo server answer."""
-    provider, name, net = ctx.provider, ctx.name, internet_network(ctx.name)
+    """The ingress on the edge node, ready once it answers there (404: no Host matched)."""
+    provider, name = ctx.provider, ctx.name
     edge = model.node_name(name, EDGE_NODE)
     all_routes = ingress.routes(ctx.scenario, registry.cluster_ips(provider, name),
                                 ingress.endpoints(ctx.scenario, ctx.pods))
@@ -94,19 +89,7 @@ def start_edge(ctx: UpContext) -> None:
         env={"INGRESS_NGINX_CONF": ingress.render(all_routes)},
         labels={**ctx.labels(), LABEL_NODE: edge, LABEL_INGRESS_PORT: port,
                 LABEL_EDGE: ingress.describe(all_routes, ctx.scenario)},
+        # nginx's default server answers 404 when no Host matched: the ingress is up
+        wait=Http(f"http://127.0.0.1:{INGRESS_HTTP_PORT}/", f"the ingress on {edge} to answer",
+                  where=edge, status=404),
     ))
-    echo_ip = next(c for c in provider.containers(name, "external")
-                   if c.name == echo_name(name)).ips.get(net)
-
-    def ingress_up() -> bool:
-        url = f"http://127.0.0.1:{INGRESS_HTTP_PORT}/"
-        return probe_from(provider, edge, url)["status"] == 404  # nginx's default server
-
-    def echo_up() -> bool:
-        url = f"http://{echo_ip}:{ECHO_PORT}/healthz"
-        return probe_from(provider, outside_name(name), url)["ok"]
-
-    waits: list[tuple[Callable[[], bool], str, str]] = [
-        (ingress_up, f"the ingress on {edge} to answer", ingress_name(name)),
-        (echo_up, "the internet echo server to answer the outside client", echo_name(name))]
-    parallel(lambda w: until(w[0], EDGE_TIMEOUT, w[1], lambda: provider.logs(w[2])), waits)

@@ -1,23 +1,17 @@
-"""`up`: the cluster lifecycle as a flat list of steps, rolled back as one on failure."""
+"""The core steps of `up`: images, network, etcd, nodes, CNI daemons, pods, policies."""
 
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 from testbed import console, images
 from testbed.cluster import model
 from testbed.cluster.agent import NodeAgent
 from testbed.cluster.etcd import CLIENT_PORT, ClusterEtcd
-from testbed.cni import ClusterRef, Cni, NodeRef
-from testbed.cni.select import Selection, check_overrides, select
+from testbed.cni import NodeRef
+from testbed.cni.select import select
 from testbed.constants import (
     ETCD_PORT,
-    LABEL_BACKEND,
-    LABEL_BUILD,
-    LABEL_CNI,
-    LABEL_IMAGES,
     LABEL_NODE,
     NODE_CAPS,
     NODE_SECURITY_OPT,
@@ -25,64 +19,17 @@ from testbed.constants import (
 )
 from testbed.edge import up as edge
 from testbed.errors import ProviderError, StepError, UserError
-from testbed.lifecycle import pipeline
-from testbed.lifecycle.wait import parallel, until
-from testbed.provider.base import ContainerSpec, Provider
-from testbed.scenario import Scenario
-from testbed.services.up import program_services
+from testbed.lifecycle.context import UpContext
+from testbed.lifecycle.wait import TIMEOUTS, parallel, pool, until
+from testbed.provider.base import ContainerSpec
 from testbed_contract.agent import PodRecord
 from testbed_contract.node import AGENT_CMD, CNI_CONF_DIR, NODE_SETUP_LOG
 from testbed_contract.registry import SCENARIO_KEY
 
-ETCD_TIMEOUT = 30.0
-CNI_TIMEOUT = 90.0
+__all__ = ["UpContext"]  # the steps' shared context, re-exported for callers of the steps
 
-
-@dataclass
-class UpContext:
-    """What the steps of `up` share while they build one cluster."""
-
-    provider: Provider
-    scenario: Scenario
-    name: str
-    cni: Cni
-    backend: str
-    selection: Selection | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-    etcd_ip: str = ""
-    nodes: list[NodeRef] = field(default_factory=list)
-    pods: list[PodRecord] = field(default_factory=list)
-
-    @property
-    def ref(self) -> ClusterRef:
-        """The cluster as the CNI module sees it."""
-        assert self.selection is not None
-        return ClusterRef(
-            name=self.name, network=model.network_name(self.name), backend=self.backend,
-            etcd_endpoint=f"http://{self.etcd_ip}:{ETCD_PORT}",
-            images=self.selection.images, nodes=tuple(self.nodes),
-            options={k: v for k, v in (("mtu", self.scenario.cni.mtu),
-                                       ("pod_cidr", self.scenario.cni.pod_cidr)) if v},
-        )
-
-    def reserved_cidrs(self) -> tuple[str, ...]:
-        """Pod and service ranges no node network may overlap."""
-        pod = self.scenario.cni.pod_cidr or self.cni.default_pod_cidr
-        return tuple(c for c in (pod, self.scenario.service_cidr) if c)
-
-    def labels(self) -> dict[str, str]:
-        """Labels that let `status` find the cluster's CNI, backend and build again."""
-        assert self.selection is not None
-        return {LABEL_CNI: self.cni.name, LABEL_BACKEND: self.backend,
-                LABEL_BUILD: self.selection.build,
-                LABEL_IMAGES: json.dumps(self.images(), sort_keys=True)}
-
-    def images(self) -> dict[str, str]:
-        """Every image the cluster runs: core images by name, CNI images as `<cni>-<role>`
-        (a CNI role may share a core image's name: calico's `node`)."""
-        assert self.selection is not None
-        return {**self.tags, **{f"{self.cni.name}-{role}": ref
-                                for role, ref in self.selection.images.items()}}
+ETCD_TIMEOUT = TIMEOUTS.etcd
+CNI_TIMEOUT = TIMEOUTS.cni
 
 
 def ensure_images(ctx: UpContext) -> None:
@@ -168,7 +115,7 @@ def install_plugins(ctx: UpContext, node: NodeRef) -> None:
     """The DaemonSet's init containers: they need only the node's volumes (and, for calico's
     conflist, etcd's fixed address), so they run while the node container starts."""
     for spec in ctx.cni.install_specs(ctx.ref, node):
-        res = ctx.provider.run_once(spec)
+        res = ctx.provider.run_once(spec, timeout=TIMEOUTS.init_container)
         if res.exit_code != 0:
             raise UserError(f"{spec.name} failed: {(res.stderr or res.stdout).strip()}")
 
@@ -188,7 +135,7 @@ def start_cluster(ctx: UpContext) -> None:
     datastore keys must not need them).
     """
     n = ctx.scenario.nodes
-    with ThreadPoolExecutor(max_workers=2 * n + 1) as pool:
+    with pool(2 * n + 1) as workers:
 
         def configure() -> None:
             start_etcd(ctx)
@@ -200,14 +147,14 @@ def start_cluster(ctx: UpContext) -> None:
 
         def node(index: int) -> NodeRef:
             vols = node_volumes(ctx, index)
-            installed = pool.submit(install, index, vols)
+            installed = workers.submit(install, index, vols)
             ref = start_node(ctx, index, vols)
             installed.result()
             write_conflist(ctx, ref)
             return ref
 
-        configured = pool.submit(configure)
-        nodes = [pool.submit(node, i) for i in range(1, n + 1)]
+        configured = workers.submit(configure)
+        nodes = [workers.submit(node, i) for i in range(1, n + 1)]
         ctx.nodes = [f.result() for f in nodes]
         configured.result()
 
@@ -270,8 +217,8 @@ def deploy_pods(ctx: UpContext) -> None:
     for pod, node_index, dep in ctx.scenario.pods():
         per_node[node_index].append((pod, [c.agent_spec() for c in dep.containers]))
     n = len(ctx.nodes)
-    with ThreadPoolExecutor(max_workers=n + 1) as pool:
-        internet = pool.submit(edge.start_internet, ctx) if ctx.scenario.edge else None
+    with pool(n + 1) as workers:
+        internet = workers.submit(edge.start_internet, ctx) if ctx.scenario.edge else None
 
         def join(node: NodeRef) -> None:
             if internet is not None:
@@ -283,7 +230,7 @@ def deploy_pods(ctx: UpContext) -> None:
             join(node)
             return added
 
-        batches = [pool.submit(deploy, node) for node in ctx.nodes]
+        batches = [workers.submit(deploy, node) for node in ctx.nodes]
         added = [p for f in batches for p in f.result()]
         if internet is not None:
             internet.result()
@@ -293,41 +240,3 @@ def deploy_pods(ctx: UpContext) -> None:
 def apply_policies(ctx: UpContext) -> None:
     """The scenario's NetworkPolicies, to a CNI that enforces them (as kube-controllers would)."""
     ctx.cni.apply_policies(ctx.provider, ctx.name, ctx.scenario)
-
-
-def steps(ctx: UpContext) -> list[pipeline.Step[UpContext]]:
-    """The whole of `up`, in order."""
-    n, cni = ctx.scenario.nodes, ctx.cni.name
-    pods = len(ctx.scenario.pods())
-    return [
-        pipeline.Step("Ensuring node images", ensure_images),
-        pipeline.Step(f"Checking the kernel for {cni}", preflight),
-        pipeline.Step(f"Creating network {model.network_name(ctx.name)}", create_network),
-        pipeline.Step(f"Starting etcd and {n} node{'s' if n > 1 else ''}, installing {cni}",
-                      start_cluster),
-        pipeline.Step(f"Starting {cni} daemons ({ctx.backend})", start_cni),
-        pipeline.Step(f"Deploying {pods} pods as each node's {cni} becomes ready"
-                      + ("; starting the internet" if ctx.scenario.edge else ""), deploy_pods),
-        *([pipeline.Step("Programming services", program_services)]
-          if ctx.scenario.services else []),
-        *([pipeline.Step("Applying network policies", apply_policies)]
-          if ctx.scenario.network_policies and ctx.cni.enforces_policy else []),
-        *([pipeline.Step("Starting the edge (ingress)", edge.start_edge)]
-          if ctx.scenario.edge else []),
-    ]
-
-
-def up(provider: Provider, scenario: Scenario, name: str, cni: Cni, backend: str,
-       retain: bool = False) -> UpContext:
-    """Create a cluster; on any failure (Ctrl-C included) remove everything unless `retain`."""
-    model.validate_name(name)
-    check_overrides(cni, scenario.cni.images)
-    if scenario.cni.build != "upstream":  # a release the source build cannot make: say so now
-        cni.source_images(scenario.cni.version or cni.default_release,
-                          scenario.cni.module or cni.module)
-    if name in provider.clusters():
-        raise UserError(f"a cluster named {name!r} already exists: remove it with "
-                        f"`python -m testbed down {name}` or choose another --name")
-    ctx = UpContext(provider=provider, scenario=scenario, name=name, cni=cni, backend=backend)
-    pipeline.run(steps(ctx), ctx, lambda: provider.delete_cluster(name), retain=retain)
-    return ctx

@@ -1,4 +1,4 @@
-"""A lifecycle is a flat list of named steps; any failure runs one rollback (kind's create)."""
+"""The one step runner: a flat list of named steps, each shown while it runs (kind's create)."""
 
 from __future__ import annotations
 
@@ -14,27 +14,28 @@ Ctx = TypeVar("Ctx")
 
 @dataclass(frozen=True)
 class Step(Generic[Ctx]):
-    """One named step with a single `execute(ctx)`."""
+    """One named step with a single `execute(ctx)`; a `quiet` one shows its own sub-steps."""
 
     title: str
     execute: Callable[[Ctx], None]
+    quiet: bool = False
 
 
-def run(steps: list[Step[Ctx]], ctx: Ctx, rollback: Callable[[], None],
-        retain: bool = False) -> None:
-    """Run steps in order; on any failure or Ctrl-C, roll back unless `retain`, then re-raise."""
+def run(steps: list[Step[Ctx]], ctx: Ctx) -> None:
+    """Run steps in order; an unexpected error becomes a StepError naming the step.
+
+    Cleaning up after a failure or Ctrl-C is the caller's (the cluster handle's rollback).
+    """
     current = ""
     try:
         for s in steps:
             current = s.title
+            if s.quiet:
+                s.execute(ctx)
+                continue
             with console.step(s.title):
                 s.execute(ctx)
-    except BaseException as e:
-        if retain:
-            console.info(" ! --retain given: leaving what was created for inspection")
-        else:
-            with console.step("Rolling back"):
-                rollback()
-        if isinstance(e, TestbedError) or not isinstance(e, Exception):
-            raise
+    except TestbedError:
+        raise
+    except Exception as e:
         raise StepError(f"{current}: {e.__class__.__name__}: {e}") from e

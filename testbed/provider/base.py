@@ -7,6 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
+class WaitStrategy(Protocol):
+    """How to tell a started container is ready (testbed/lifecycle/wait.py has the kinds)."""
+
+    def wait(self, provider: Provider, container: ContainerInfo) -> None: ...
+
+
 @dataclass
 class ContainerSpec:
     """Everything needed to create one container; CNI modules return these."""
@@ -34,6 +40,7 @@ class ContainerSpec:
     init: bool = False
     restart: str | None = None
     privileged: bool = False  # only `doctor` asks, to report whether the engine allows it
+    wait: WaitStrategy | None = None  # `run` returns once this says the container is ready
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,9 @@ class Provider(Protocol):
 
     def create_volume(self, name: str, cluster: str, role: str) -> str: ...
 
-    def run(self, spec: ContainerSpec) -> ContainerInfo: ...
+    def run(self, spec: ContainerSpec) -> ContainerInfo:
+        """Create and start a container, then wait for `spec.wait` if it has one."""
+        ...
 
     def run_once(self, spec: ContainerSpec, timeout: float = 60) -> ExecResult: ...
 
@@ -140,6 +149,14 @@ class Provider(Protocol):
 
     def containers(self, cluster: str | None = None, role: str | None = None
                    ) -> list[ContainerInfo]: ...
+
+    def networks(self, cluster: str) -> list[str]:
+        """Names of the networks labelled with this cluster."""
+        ...
+
+    def volumes(self, cluster: str, role: str | None = None) -> list[str]:
+        """Names of the volumes labelled with this cluster (and role)."""
+        ...
 
     def clusters(self) -> list[str]: ...
 

@@ -148,7 +148,7 @@ class DockerProvider:
         return create_container(self.client, spec.image, **self._kwargs(spec))
 
     def run(self, spec: ContainerSpec) -> ContainerInfo:
-        """Create and start a detached container."""
+        """Create and start a detached container, then wait until `spec.wait` says it is ready."""
         try:
             c = self._create(spec)
             c.start()
@@ -158,7 +158,10 @@ class DockerProvider:
                             "build`") from e
         except docker.errors.APIError as e:
             raise ProviderError(f"cannot start {spec.name}: {e.explanation}") from e
-        return info(c)
+        started = info(c)
+        if spec.wait is not None:
+            spec.wait.wait(self, started)
+        return started
 
     def run_once(self, spec: ContainerSpec, timeout: float = 60) -> ExecResult:
         """Run a one-shot container to completion (an init container), then remove it; its
@@ -296,6 +299,16 @@ class DockerProvider:
                                             ignore_removed=True)
         return sorted((info(c) for c in found), key=lambda i: i.name)
 
+    def networks(self, cluster: str) -> list[str]:
+        """Names of the networks labelled with this cluster."""
+        found = self.client.networks.list(filters={"label": f"{LABEL_CLUSTER}={cluster}"})
+        return sorted(str(n.name) for n in found)
+
+    def volumes(self, cluster: str, role: str | None = None) -> list[str]:
+        """Names of the volumes labelled with this cluster (and role)."""
+        flt = [f"{LABEL_CLUSTER}={cluster}", *([f"{LABEL_ROLE}={role}"] if role else [])]
+        return sorted(str(v.name) for v in self.client.volumes.list(filters={"label": flt}))
+
     def clusters(self) -> list[str]:
         """Names of every cluster that has a container, network or volume left."""
         names = {c.labels.get(LABEL_CLUSTER, "") for c in self.containers()}
@@ -314,12 +327,16 @@ class DockerProvider:
         # a node's network namespace.
         with ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(_remove, found))
-        for net in self.client.networks.list(filters=flt):
-            with contextlib.suppress(docker.errors.NotFound):
-                net.remove()
-        for vol in self.client.volumes.list(filters=flt):
-            with contextlib.suppress(docker.errors.NotFound):
-                vol.remove(force=True)
+        try:
+            for net in self.client.networks.list(filters=flt):
+                with contextlib.suppress(docker.errors.NotFound):
+                    net.remove()
+            for vol in self.client.volumes.list(filters=flt):
+                with contextlib.suppress(docker.errors.NotFound):
+                    vol.remove(force=True)
+        except docker.errors.APIError as e:  # e.g. a container joined meanwhile: retry
+            raise ProviderError(f"cannot remove everything of {cluster}: {e.explanation}"
+                                ) from e
 
 
 def _remove(c: Container) -> None:

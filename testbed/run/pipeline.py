@@ -13,9 +13,12 @@ from typing import Any
 from testbed import console
 from testbed.check import matrix
 from testbed.cluster import model
+from testbed.cluster.handle import Cluster
 from testbed.cni import Cni
-from testbed.errors import CheckFailed, StepError, TestbedError
-from testbed.lifecycle.create import UpContext, up
+from testbed.errors import CheckFailed, TestbedError
+from testbed.lifecycle.context import UpContext
+from testbed.lifecycle.pipeline import Step
+from testbed.lifecycle.pipeline import run as run_steps
 from testbed.load import resources
 from testbed.load.locust import LocustPhase, PhaseResult, Profile
 from testbed.provider.base import Provider
@@ -45,6 +48,7 @@ class Run:
     out: Path
     name: str = ""
     rundir: RunDir | None = None
+    handle: Cluster | None = None  # owns the cluster: its rollback and its teardown
     cluster: UpContext | None = None
     started: float = field(default_factory=time.monotonic)
     load_s: float = 0.0
@@ -122,8 +126,9 @@ def _environment(run: Run) -> dict[str, Any]:
 
 
 def bring_up(run: Run) -> None:
-    """The cluster, through exactly the same steps as `up`."""
-    run.cluster = up(run.provider, run.scenario, run.name, run.cni, run.backend)
+    """The cluster, through exactly the same steps (and rollback) as `up`."""
+    assert run.handle is not None
+    run.cluster = run.handle.up(run.scenario, run.cni, run.backend)
     assert run.cluster.selection is not None
     run.record("meta", {"build": run.cluster.selection.build,
                         "release": run.cluster.selection.release,
@@ -198,35 +203,36 @@ def throughput(run: Run) -> None:
     run.record("mtu", {r["path"]: r.get("mtu") for r in rows})
 
 
-STEPS = [("Bringing the cluster up", bring_up), ("Checking the paths under test", check_paths),
-         ("Measuring idle resources", idle_resources), ("Measuring ceilings", ceilings),
-         ("Driving load", load), ("Measuring throughput (iperf3)", throughput)]
+STEPS: list[Step[Run]] = [
+    Step("Bringing the cluster up", bring_up), Step("Checking the paths under test", check_paths),
+    Step("Measuring idle resources", idle_resources),
+    Step("Measuring ceilings", ceilings, quiet=True), Step("Driving load", load, quiet=True),
+    Step("Measuring throughput (iperf3)", throughput)]
 
 
 def execute(run: Run) -> dict[str, Any]:
-    """Run every step; whatever happens, store what was measured, report it, and tear down."""
+    """Run every step through the cluster handle; whatever happens, store what was measured,
+    report it, and (unless --keep) tear the cluster down as the handle's block ends."""
+    with Cluster(run.provider, run.name, keep=run.opts.keep) as handle:
+        run.handle = handle
+        return _measure(run)
+
+
+def _measure(run: Run) -> dict[str, Any]:
     from testbed.reports import render_run
 
     interrupted, failure = False, None
     assert run.rundir is not None
-    title = ""
     try:
-        for title, fn in STEPS:
-            if fn in (ceilings, load):
-                fn(run)
-            else:
-                with console.step(title):
-                    fn(run)
+        run_steps(STEPS, run)
     except KeyboardInterrupt:
         interrupted = True
         console.info(" ! interrupted: keeping what was measured and tearing down")
         if run.current is not None:
             with contextlib.suppress(TestbedError):
                 run.record("paths", run.current.collect(run.rundir.path).summary())
-    except TestbedError as e:
+    except TestbedError as e:  # the runner names the step of any unexpected error
         failure = e
-    except Exception as e:  # keep the one-line contract and the measured data
-        failure = StepError(f"{title}: {type(e).__name__}: {e}")
     finally:
         total = time.monotonic() - run.started
         summary = {"duration_s": round(total, 2), "interrupted": interrupted,
@@ -238,9 +244,6 @@ def execute(run: Run) -> dict[str, Any]:
         final = run.rundir.finalize(summary)
         reports = render_run(final, run.rundir.path)
         run.summary = {**final, "report": str(reports.get("html", ""))}
-        if not run.opts.keep:
-            with console.step(f"Deleting cluster {run.name}"):
-                run.provider.delete_cluster(run.name)
     if failure:
         raise failure
     if interrupted:

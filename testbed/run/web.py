@@ -9,11 +9,13 @@ from typing import Any
 
 from testbed import console
 from testbed.cluster import model
+from testbed.cluster.handle import Cluster
 from testbed.cni import Cni
 from testbed.errors import StepError
 from testbed.images import by_name, resolve
-from testbed.lifecycle.create import up
-from testbed.lifecycle.wait import until
+from testbed.lifecycle.pipeline import Step
+from testbed.lifecycle.pipeline import run as run_steps
+from testbed.lifecycle.wait import TIMEOUTS, until
 from testbed.load.locust import MASTER_PORT, USER_CLASS
 from testbed.provider.base import ContainerSpec, Provider
 from testbed.run import targets
@@ -86,28 +88,33 @@ def start_ui(provider: Provider, cluster: str, scenario: Scenario, port: int) ->
         except OSError:
             return False
 
-    until(workers_joined, 60, f"{len(pods)} Locust workers to join the master at {url}",
-          lambda: provider.logs(name))
+    until(workers_joined, TIMEOUTS.locust,
+          f"{len(pods)} Locust workers to join the master at {url}", lambda: provider.logs(name))
     return url
 
 
 def serve(provider: Provider, scenario: Scenario, cni: Cni, backend: str,
           opts: RunOptions) -> None:
-    """Bring a cluster up, open the UI, and keep both until Ctrl-C (then tear down)."""
+    """Bring a cluster up, open the UI, and keep both until Ctrl-C; the cluster handle then
+    tears down (unless --keep), as it does after any failure."""
     name = f"web-{int(time.time()) % 1_000_000:06d}"
-    try:
-        up(provider, scenario, name, cni, backend)
-        with console.step("Starting Locust (web UI)"):
-            url = start_ui(provider, name, scenario, opts.web_port)
-        console.info(f"Locust web UI: {url}  (cluster {name}; pick user classes = paths, "
-                     "start a swarm; Ctrl-C here stops the load and tears the cluster down)")
-        while True:
-            time.sleep(1)
-            if not provider.containers(cluster=name, role="client"):
-                raise StepError(f"the Locust container of {name} is gone")
-    except KeyboardInterrupt:
-        console.info(" ! stopping")
-    finally:
-        if not opts.keep and name in provider.clusters():
-            with console.step(f"Deleting cluster {name}"):
-                provider.delete_cluster(name)
+    with Cluster(provider, name, keep=opts.keep) as cluster:
+
+        def bring_up(c: Cluster) -> None:
+            c.up(scenario, cni, backend)
+
+        def open_ui(c: Cluster) -> None:
+            url = start_ui(provider, c.name, scenario, opts.web_port)
+            console.info(f"Locust web UI: {url}  (cluster {c.name}; pick user classes = "
+                         "paths, start a swarm; Ctrl-C here stops the load and tears the "
+                         "cluster down)")
+
+        try:
+            run_steps([Step("Bringing the cluster up", bring_up, quiet=True),
+                       Step("Starting Locust (web UI)", open_ui)], cluster)
+            while True:
+                time.sleep(1)
+                if not provider.containers(cluster=name, role="client"):
+                    raise StepError(f"the Locust container of {name} is gone")
+        except KeyboardInterrupt:
+            console.info(" ! stopping")

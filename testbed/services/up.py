@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from testbed.cluster.agent import NodeAgent
 from testbed.errors import ProviderError
-from testbed.lifecycle.wait import parallel, until
+from testbed.lifecycle.context import UpContext
+from testbed.lifecycle.wait import TIMEOUTS, parallel, until
 from testbed.services import registry
 from testbed.services.allocate import allocate
 from testbed_contract.node import DAEMON_LOG_FILE as DAEMON_LOG
 from testbed_contract.node import DAEMON_STATUS_FILE as DAEMON_STATUS
 from testbed_contract.registry import Pod, Service, selects
-
-if TYPE_CHECKING:
-    from testbed.lifecycle.create import UpContext
-
-SYNC_TIMEOUT = 45.0
 
 
 def cluster_cidr(ctx: UpContext) -> str:
@@ -68,6 +64,6 @@ def program_services(ctx: UpContext) -> None:
                 tail = str(e)
             return f"last status: {last}\n{tail}"
 
-        until(synced, SYNC_TIMEOUT, f"the service rules on {node}", logs, interval=0.2)
+        until(synced, TIMEOUTS.services, f"the service rules on {node}", logs, interval=0.2)
 
     parallel(converge, [n.name for n in ctx.nodes])
