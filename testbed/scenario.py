@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
+import os
 import shlex
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from testbed.constants import MAX_NODES, MIN_NODES, RELEASE_PATTERN
+from testbed import yamlfile
+from testbed.constants import INT64_MAX, MAX_NODES, MIN_NODES, NODE_SUBNET_POOL, RELEASE_PATTERN
 from testbed.errors import UserError
 from testbed.paths import SCENARIOS_DIR
+from testbed.validation import HOST, INGRESS_PATH, check_images, ipv4_network, one_line, short
 
 DEFAULT_SCENARIO = SCENARIOS_DIR / "default.yaml"
 NAME = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
+SCENARIO_NAME = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$"
 NODEPORT_RANGE = (30000, 32767)
 LoadPath = Literal["pod-to-service", "nodeport", "ingress"]
 LOAD_PATHS: tuple[LoadPath, ...] = ("pod-to-service", "nodeport", "ingress")
@@ -41,6 +45,17 @@ class CniConfig(_Model):
     mtu: int | None = Field(default=None, ge=576, le=9000)
     pod_cidr: str | None = Field(default=None, alias="podCIDR")
     images: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("pod_cidr")
+    @classmethod
+    def _pod_network(cls, v: str | None) -> str | None:
+        return None if v is None else ipv4_network(v)
+
+    @field_validator("images")
+    @classmethod
+    def _references(cls, v: dict[str, str]) -> dict[str, str]:
+        check_images(v, "")
+        return v
 
 
 class Container(_Model):
@@ -129,11 +144,32 @@ class Service(_Model):
     ports: list[ServicePort] = Field(min_length=1)
     cluster_ip: str | None = Field(default=None, alias="clusterIP")
 
+    @field_validator("cluster_ip")
+    @classmethod
+    def _ipv4(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        try:
+            return str(ipaddress.IPv4Address(v))
+        except ValueError:
+            raise ValueError(f"{short(v)} is not an IPv4 address; allowed: an IPv4 address "
+                             "inside serviceCIDR, e.g. 10.96.0.50") from None
+
+    @field_validator("ports")
+    @classmethod
+    def _unique_ports(cls, v: list[ServicePort]) -> list[ServicePort]:
+        ports = [p.port for p in v]
+        names = [p.name for p in v if p.name]
+        if len(set(ports)) != len(ports) or len(set(names)) != len(names):
+            raise ValueError("duplicate port or port name; allowed: each port and name once "
+                             "per service")
+        return v
+
 
 class IngressPath(_Model):
     """`path` (prefix) routed to `service:port`."""
 
-    path: str = Field(default="/", pattern=r"^/")
+    path: str = Field(default="/", pattern=INGRESS_PATH)
     service: str
     port: int = Field(ge=1, le=65535)
 
@@ -141,7 +177,7 @@ class IngressPath(_Model):
 class IngressRule(_Model):
     """Host-based rule with path prefixes, as in networking.k8s.io/v1 Ingress."""
 
-    host: str = Field(pattern=r"^[a-z0-9.-]+$")
+    host: str = Field(pattern=HOST, max_length=253)
     paths: list[IngressPath] = Field(min_length=1)
 
 
@@ -186,15 +222,23 @@ class LoadProfile(_Model):
     users: int = Field(default=20, ge=1, le=5000)
     spawn_rate: float = Field(default=10, gt=0, le=1000)
     duration_s: float = Field(default=30, gt=0, le=24 * 3600)
-    seed: int = 1
-    paths: list[LoadPath] = Field(default_factory=lambda: list(LOAD_PATHS))
+    seed: int = Field(default=1, ge=0, le=INT64_MAX)
+    paths: list[LoadPath] = Field(default_factory=lambda: list(LOAD_PATHS), min_length=1)
+
+    @field_validator("paths")
+    @classmethod
+    def _once(cls, v: list[LoadPath]) -> list[LoadPath]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"a path is listed twice; allowed: each of {', '.join(LOAD_PATHS)} "
+                             "at most once")
+        return v
     workers: int = Field(default=2, ge=1, le=16)
 
 
 class Scenario(_Model):
     """A whole testbed scenario."""
 
-    name: str = "default"
+    name: str = Field(default="default", pattern=SCENARIO_NAME)
     nodes: int = Field(default=3, ge=MIN_NODES, le=MAX_NODES)
     cni: CniConfig = Field(default_factory=CniConfig)
     service_cidr: str = Field(default="10.96.0.0/16", alias="serviceCIDR")
@@ -207,6 +251,11 @@ class Scenario(_Model):
     # The edge: an internet network (outside client, echo server) the nodes join, and the
     # ingress on node 1. `edge: false` gives a bare kind-like cluster: nodes, CNI, pods.
     edge: bool = True
+
+    @field_validator("service_cidr")
+    @classmethod
+    def _service_network(cls, v: str) -> str:
+        return ipv4_network(v)
 
     @model_validator(mode="after")
     def _references(self) -> Scenario:
@@ -241,19 +290,51 @@ class Scenario(_Model):
                 if p.port not in [sp.port for sp in svcs[p.service].ports]:
                     raise ValueError(f"ingress {rule.host}{p.path}: service {p.service} has "
                                      f"no port {p.port}")
+        policies = [p.name for p in self.network_policies]
+        if len(set(policies)) != len(policies):
+            raise ValueError("networkPolicies: a name is used twice; allowed: unique names")
+        routes = [(r.host, p.path) for r in self.ingress for p in r.paths]
+        if len(set(routes)) != len(routes):
+            raise ValueError("ingress: a host and path are routed twice; allowed: each host "
+                             "and path once")
         self._check_cidrs()
         return self
 
     def _check_cidrs(self) -> None:
-        svc = ipaddress.ip_network(self.service_cidr)
+        svc = ipaddress.IPv4Network(self.service_cidr)
+        pool = os.environ.get("TESTBED_SUBNET_POOL", NODE_SUBNET_POOL)
+        try:
+            nodes_net = ipaddress.IPv4Network(pool)
+        except ValueError:
+            nodes_net = ipaddress.IPv4Network(NODE_SUBNET_POOL)
+        if svc.overlaps(nodes_net):
+            raise ValueError(f"serviceCIDR: {svc} overlaps the node networks {nodes_net}; "
+                             "allowed: a network outside it, e.g. 10.96.0.0/16")
         if self.cni.pod_cidr:
-            pod = ipaddress.ip_network(self.cni.pod_cidr)
+            pod = ipaddress.IPv4Network(self.cni.pod_cidr)
             if svc.overlaps(pod):
-                raise ValueError(f"serviceCIDR {svc} overlaps the pod CIDR {pod}")
+                raise ValueError(f"serviceCIDR: {svc} overlaps the pod CIDR {pod} (cni.podCIDR); "
+                                 "allowed: networks that do not overlap")
+            if pod.overlaps(nodes_net):
+                raise ValueError(f"cni.podCIDR: {pod} overlaps the node networks {nodes_net}; "
+                                 "allowed: a network outside it, e.g. 10.244.0.0/16")
+            # one /24 per node (flannel's lease; calico's and weave's blocks are smaller),
+            # the first /24 left unused as flannel does
+            widest = 24 - math.ceil(math.log2(self.nodes + 1))
+            if pod.prefixlen > widest:
+                raise ValueError(f"cni.podCIDR: {pod} is too small for {self.nodes} nodes; "
+                                 f"allowed: a prefix of /{widest} or shorter")
+        seen: dict[str, str] = {}
         for s in self.services:
-            if s.cluster_ip and ipaddress.ip_address(s.cluster_ip) not in svc:
-                raise ValueError(f"service {s.name}: clusterIP {s.cluster_ip} is outside "
-                                 f"serviceCIDR {svc}")
+            if not s.cluster_ip:
+                continue
+            if ipaddress.IPv4Address(s.cluster_ip) not in svc:
+                raise ValueError(f"services.{s.name}.clusterIP: {s.cluster_ip} is outside "
+                                 f"serviceCIDR {svc}; allowed: an address inside {svc}")
+            if s.cluster_ip in seen:
+                raise ValueError(f"services.{s.name}.clusterIP: {s.cluster_ip} is also "
+                                 f"{seen[s.cluster_ip]}'s; allowed: one clusterIP per service")
+            seen[s.cluster_ip] = s.name
 
     def pods(self) -> list[tuple[str, int, Deployment]]:
         """(pod name, node index from 1, deployment), replicas spread over allowed nodes."""
@@ -277,26 +358,41 @@ def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+def _file(path: str | Path | None) -> Path:
+    """The scenario file: a path, or the name of a shipped scenario (`light`)."""
+    if not path:
+        return DEFAULT_SCENARIO
+    text = str(path)
+    if "\0" in text or not text.strip():
+        raise UserError(f"scenario {short(text)}: not a file name; allowed: a path or one of "
+                        f"{', '.join(sorted(p.stem for p in SCENARIOS_DIR.glob('*.yaml')))}")
+    file = Path(path)
+    shipped = SCENARIOS_DIR / f"{text}.yaml"
+    try:
+        if not os.path.lexists(file) and "/" not in text and shipped.is_file():
+            return shipped
+    except OSError:
+        pass
+    return file
+
+
 def load(path: str | Path | None) -> Scenario:
     """Load and validate a scenario file; errors name the file, the field and what is allowed."""
-    file = Path(path) if path else DEFAULT_SCENARIO
-    if not file.exists() and path and (SCENARIOS_DIR / f"{path}.yaml").exists():
-        file = SCENARIOS_DIR / f"{path}.yaml"
-    try:
-        data = yaml.safe_load(file.read_text()) or {}
-    except FileNotFoundError as e:
-        raise UserError(f"scenario file {file} does not exist") from e
-    except yaml.YAMLError as e:
-        raise UserError(f"{file}: not valid YAML: {e}".replace("\n", " ")) from e
+    file = _file(path)
+    data = yamlfile.load(file, "scenario file")
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
-        raise UserError(f"{file}: the top level must be a mapping of scenario fields")
+        raise UserError(f"{file}: the top level is {type(data).__name__}; allowed: a mapping "
+                        "of scenario fields")
+    return validate(data, file)
+
+
+def validate(data: dict[str, object], where: object) -> Scenario:
+    """A scenario from parsed data; a refusal is one line naming `where` and the field."""
     try:
         return Scenario.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        msg = str(first["msg"]).removeprefix("Value error, ")
-        allowed = first.get("ctx", {}).get("expected")
-        raise UserError(f"{file}: {where}: {msg}" + (f" (allowed: {allowed})"
-                                                     if allowed and allowed not in msg else "")
-                        ) from e
+        raise UserError(one_line(Scenario, where, e)) from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as e:
+        raise UserError(f"{where}: {' '.join(str(e).split())[:300]}") from None
