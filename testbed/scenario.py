@@ -293,10 +293,6 @@ class Scenario(_Model):
         policies = [p.name for p in self.network_policies]
         if len(set(policies)) != len(policies):
             raise ValueError("networkPolicies: a name is used twice; allowed: unique names")
-        routes = [(r.host, p.path) for r in self.ingress for p in r.paths]
-        if len(set(routes)) != len(routes):
-            raise ValueError("ingress: a host and path are routed twice; allowed: each host "
-                             "and path once")
         self._check_cidrs()
         return self
 
