@@ -365,11 +365,14 @@ def _file(path: str | Path | None) -> Path:
     file = Path(path)
     shipped = SCENARIOS_DIR / f"{text}.yaml"
     try:
-        if not os.path.lexists(file) and "/" not in text and shipped.is_file():
+        if os.path.lexists(file):
+            return file
+        if "/" not in text and shipped.is_file():
             return shipped
     except OSError:
-        pass
-    return file
+        return file
+    raise UserError(f"{file}: scenario file does not exist; allowed: a path or one of "
+                    f"{', '.join(sorted(p.stem for p in SCENARIOS_DIR.glob('*.yaml')))}")
 
 
 def load(path: str | Path | None) -> Scenario:
@@ -382,6 +385,11 @@ def load(path: str | Path | None) -> Scenario:
         raise UserError(f"{file}: the top level is {type(data).__name__}; allowed: a mapping "
                         "of scenario fields")
     return validate(data, file)
+
+
+def revalidate(spec: Scenario, where: object) -> Scenario:
+    """The scenario validated again after overrides (`--nodes`, `--cni`, `--seed`)."""
+    return validate(spec.model_dump(by_alias=True), where)
 
 
 def validate(data: dict[str, object], where: object) -> Scenario:

@@ -13,6 +13,7 @@ from testbed import console
 from testbed.cli.base import _errors, _print_json, _provider, cli
 from testbed.constants import DEFAULT_CLUSTER, MAX_NODES, MIN_NODES
 from testbed.errors import CheckFailed, UserError
+from testbed.validation import check_images
 
 
 @cli.command()
@@ -34,7 +35,12 @@ def up(scenario: str | None, cni_value: str | None, nodes: int | None, name: str
 
     validate_name(name)
     spec, module, backend = _scenario(scenario, cni_value, nodes, build)
-    spec.cni.images.update(parse_images(image_overrides))
+    overrides = parse_images(image_overrides)
+    if overrides:
+        from testbed.cni.select import check_overrides
+
+        spec.cni.images.update(overrides)
+        check_overrides(module, spec.cni.images)
     ctx = create(_provider(), spec, name, module, backend, retain=retain)
     assert ctx.selection is not None
     console.info(f"Cluster {name!r} is up: {len(ctx.nodes)} nodes, {module.name} "
@@ -52,6 +58,10 @@ def parse_images(values: tuple[str, ...]) -> dict[str, str]:
             raise UserError(f"--image {value!r}: use ROLE=IMAGE, e.g. daemon=docker.io/flannel/"
                             "flannel:v0.28.1")
         out[role.strip()] = ref.strip()
+    try:
+        check_images(out, "--image ")
+    except ValueError as e:
+        raise UserError(str(e)) from None
     return out
 
 
@@ -63,7 +73,7 @@ def _scenario(path: str | None, cni_value: str | None, nodes: int | None,
     spec = sc.load(path)
     if nodes is not None:
         if not MIN_NODES <= nodes <= MAX_NODES:
-            raise UserError(f"--nodes {nodes} is out of range: use {MIN_NODES} to {MAX_NODES}")
+            raise UserError(f"--nodes {nodes} is out of range; allowed: {MIN_NODES} to {MAX_NODES}")
         spec.nodes = nodes
     if cni_value:
         module, _, version = cnis.parse(cni_value)
@@ -75,6 +85,7 @@ def _scenario(path: str | None, cni_value: str | None, nodes: int | None,
             spec.cni.version = version
     if build:
         spec.cni.build = build  # type: ignore[assignment]
+    spec = sc.revalidate(spec, f"{path or 'the default scenario'} with the command-line options")
     label = spec.cni.name + (f":{spec.cni.backend}" if spec.cni.backend else "")
     module, backend, _ = cnis.parse(label)
     return spec, module, backend
@@ -86,8 +97,10 @@ def _scenario(path: str | None, cni_value: str | None, nodes: int | None,
 @_errors
 def status(name: str, as_json: bool) -> None:
     """Per node: state, CNI daemons, pod CIDR, pods."""
+    from testbed.cluster.model import validate_name
     from testbed.lifecycle.inspect import status as read
 
+    validate_name(name)
     doc = read(_provider(), name)
     if as_json:
         _print_json(doc)
@@ -161,8 +174,9 @@ def check(name: str, as_json: bool, junit: str | None, with_spread: bool) -> Non
     """Run the connectivity matrix from inside pods; exit 1 if any case fails."""
     from testbed.check import junit as junit_xml
     from testbed.check.matrix import report, run
-    from testbed.cluster.model import find
+    from testbed.cluster.model import find, validate_name
 
+    validate_name(name)
     provider = _provider()
     cluster = find(provider, name)
     doc = report(cluster, run(provider, cluster))
@@ -213,9 +227,13 @@ def check(name: str, as_json: bool, junit: str | None, with_spread: bool) -> Non
 @_errors
 def down(name: str | None, all_: bool) -> None:
     """Remove a cluster's containers, networks and volumes (found by label)."""
-    provider = _provider()
-    if all_ and name:
+    from testbed.cluster.model import validate_name
+
+    if all_ and name is not None:
         raise UserError("give a cluster NAME or --all, not both")
+    if name is not None:
+        validate_name(name)  # '' or blank is refused, never read as the default or as --all
+    provider = _provider()
     names = provider.clusters() if all_ else [name or DEFAULT_CLUSTER]
     if not all_ and names[0] not in provider.clusters():
         console.info(f"no cluster named {names[0]!r}; nothing to remove")

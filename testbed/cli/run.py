@@ -13,6 +13,8 @@ from testbed.cli.base import _errors, _print_json, _provider, cli
 from testbed.cli.cluster import parse_images
 from testbed.errors import UserError
 
+MAX_LAST = 100_000  # runs rendered in one report
+
 
 @cli.command("run")
 @click.argument("cni_value", metavar="CNI[:BACKEND]")
@@ -40,7 +42,12 @@ def run_(cni_value: str, scenario: str | None, duration: float | None, users: in
     opts = options.RunOptions(cni_value, scenario, duration, users, spawn_rate, seed, web,
                               web_port, keep, out, db)
     spec, module, backend, out_dir = options.resolve(opts)
-    spec.cni.images.update(parse_images(image_overrides))
+    overrides = parse_images(image_overrides)
+    if overrides:
+        from testbed.cni.select import check_overrides
+
+        spec.cni.images.update(overrides)
+        check_overrides(module, spec.cni.images)
     if build:
         spec.cni.build = build  # type: ignore[assignment]
     provider = _provider()
@@ -93,9 +100,20 @@ def compare(cni_values: tuple[str, ...], scenario: str | None, duration: float |
     from testbed.run import options, pipeline
 
     plans = []
+    seen: dict[tuple[str, str, str], str] = {}
     for value in cni_values:  # validate every CNI before anything starts
         opts = options.RunOptions(value, scenario, duration, users, None, seed, out=out, db=db)
         plans.append((opts, *options.resolve(opts)))
+        spec, module, backend = plans[-1][1:4]
+        key = (module.name, backend, spec.cni.version or module.default_release)
+        if key in seen:
+            raise UserError(f"compare {value!r}: the same CNI as {seen[key]!r} "
+                            f"({key[0]}:{key[1]}@{key[2]}); allowed: different CNIs, backends "
+                            "or releases")
+        seen[key] = value
+    if len(plans) < 2:
+        raise UserError(f"compare needs at least two CNIs, got {len(plans)}; allowed: e.g. "
+                        "`python -m testbed compare flannel calico`")
     provider = _provider()
     summaries = []
     for opts, spec, module, backend, out_dir in plans:
@@ -121,10 +139,17 @@ def report(run_id: str | None, last: int | None, out: str | None, db: str | None
     """Render stored runs (one RUN_ID, or --last N) as HTML, Markdown and JSON."""
     from testbed.reports import render_many, render_run
     from testbed.results import Store
+    from testbed.run import options
     from testbed.run.options import default_out
 
-    if bool(run_id) == bool(last):
+    if (run_id is not None) == (last is not None):
         raise UserError("give a RUN_ID or --last N (one of them)")
+    if run_id is not None and not run_id.strip():
+        raise UserError("RUN_ID is empty; allowed: a stored run's id (see `python -m testbed "
+                        "report --last 5`)")
+    if last is not None and not 1 <= last <= MAX_LAST:
+        raise UserError(f"--last {last}: out of range; allowed: 1 to {MAX_LAST}")
+    options.check_db(db)
     store = Store(db) if db else Store()
     if run_id:
         summary = store.get(run_id)
@@ -134,8 +159,6 @@ def report(run_id: str | None, last: int | None, out: str | None, db: str | None
                                                                  or default_out() / run_id))
     else:
         assert last is not None
-        if last < 1:
-            raise UserError(f"--last {last}: give a positive number of runs")
         runs = store.last(last)
         if not runs:
             raise UserError("no runs stored yet: start one with `python -m testbed run flannel`")
