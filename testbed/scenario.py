@@ -69,7 +69,7 @@ class Container(_Model):
     def _one_kind(self) -> Container:
         if self.port and self.command:
             raise ValueError(f"container {self.name}: give a port (HTTP workload) or a "
-                             "command, not both")
+                             "command, not both; allowed: port or command")
         return self
 
     def agent_spec(self) -> str:
@@ -103,7 +103,8 @@ class Deployment(_Model):
         names = [c.name for c in v]
         ports = [c.port for c in v if c.port]
         if len(set(names)) != len(names) or len(set(ports)) != len(ports):
-            raise ValueError("container names and ports must be unique within a pod")
+            raise ValueError("container names and ports must be unique within a pod; allowed: "
+                             "each name and port once")
         return v
 
     @property
@@ -126,7 +127,7 @@ class ServicePort(_Model):
     def _in_range(cls, v: int | None) -> int | None:
         lo, hi = NODEPORT_RANGE
         if v is not None and not lo <= v <= hi:
-            raise ValueError(f"nodePort {v} is outside {lo}-{hi}")
+            raise ValueError(f"nodePort {v} is outside {lo}-{hi}; allowed: {lo} to {hi}")
         return v
 
     @property
@@ -261,35 +262,40 @@ class Scenario(_Model):
     def _references(self) -> Scenario:
         deps = {d.name for d in self.deployments}
         if len(deps) != len(self.deployments):
-            raise ValueError("deployment names must be unique")
+            raise ValueError("deployments: deployment names must be unique; allowed: each name "
+                             "once")
         for d in self.deployments:
             bad = [n for n in d.placement.nodes if not 1 <= n <= self.nodes]
             if bad:
                 raise ValueError(f"deployment {d.name}: placement node {bad[0]} is not in "
-                                 f"1..{self.nodes}")
+                                 f"1..{self.nodes}; allowed: 1 to {self.nodes}")
         svcs = {s.name: s for s in self.services}
         if len(svcs) != len(self.services):
-            raise ValueError("service names must be unique")
+            raise ValueError("services: service names must be unique; allowed: each name once")
         node_ports = [p.node_port for s in self.services for p in s.ports if p.node_port]
         if len(set(node_ports)) != len(node_ports):
-            raise ValueError("nodePorts must be unique across services")
+            raise ValueError("services: nodePorts must be unique across services; allowed: each "
+                             "nodePort once")
         for s in self.services:
             if not any(_selects(s.selector, d.pod_labels) for d in self.deployments):
-                raise ValueError(f"service {s.name}: selector {s.selector} matches no "
-                                 "deployment")
+                raise ValueError(f"service {s.name}: selector {short(s.selector)} matches no "
+                                 "deployment; allowed: the labels of a deployment")
             if s.type == "ClusterIP" and any(p.node_port for p in s.ports):
-                raise ValueError(f"service {s.name}: nodePort needs type NodePort")
+                raise ValueError(f"service {s.name}: nodePort needs type NodePort; allowed: "
+                                 "type NodePort, or no nodePort")
         if self.ingress and not self.edge:
             raise ValueError("ingress rules need the edge: remove `edge: false` or the "
-                             "ingress rules")
+                             "ingress rules; allowed: ingress with the edge only")
         for rule in self.ingress:
             for p in rule.paths:
                 if p.service not in svcs:
                     raise ValueError(f"ingress {rule.host}{p.path}: unknown service "
-                                     f"{p.service!r} (services: {', '.join(svcs) or 'none'})")
+                                     f"{short(p.service)}; allowed: "
+                                     f"{', '.join(svcs) or 'no services'}")
                 if p.port not in [sp.port for sp in svcs[p.service].ports]:
                     raise ValueError(f"ingress {rule.host}{p.path}: service {p.service} has "
-                                     f"no port {p.port}")
+                                     f"no port {p.port}; allowed: "
+                                     f"{', '.join(str(sp.port) for sp in svcs[p.service].ports)}")
         policies = [p.name for p in self.network_policies]
         if len(set(policies)) != len(policies):
             raise ValueError("networkPolicies: a name is used twice; allowed: unique names")

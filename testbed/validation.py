@@ -129,12 +129,13 @@ def one_line(model: type[BaseModel], where: object, e: ValidationError) -> str:
     first = e.errors()[0]
     field = ".".join(str(p) for p in first["loc"])
     msg = " ".join(str(first["msg"]).removeprefix("Value error, ").split())
+    value = first.get("input")
+    if first["type"] != "extra_forbidden" and isinstance(value, str | int | float | bool):
+        msg += f" (got {short(value)})"
     if "allowed:" not in msg:
         ok = allowed(model, dict(first))
         if ok and ok not in msg:
             msg += f"; allowed: {ok}"
-        elif ok:
-            msg = f"{msg} (allowed)"
     return f"{where}: {field}: {msg}" if field else f"{where}: {msg}"
 
 
