@@ -116,8 +116,9 @@ def read_text(file: Path, what: str = "file") -> str:
 def load(file: Path, what: str = "file") -> Any:
     """Parse one YAML document from `file` with SafeLoader semantics and the bounds above."""
     text = read_text(file, what)
-    loader = _BoundedLoader(text)
+    loader: _BoundedLoader | None = None
     try:
+        loader = _BoundedLoader(text)  # its reader refuses control characters already
         node = loader.get_single_node()
         if node is None:
             return None
@@ -134,4 +135,5 @@ def load(file: Path, what: str = "file") -> Any:
         raise UserError(f"{file}: not valid YAML: {str(e)[:200]}; allowed: one YAML mapping "
                         "of fields") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()

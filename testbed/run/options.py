@@ -113,7 +113,7 @@ def check_db(db: str | None) -> None:
     try:
         st = path.stat()
     except FileNotFoundError:
-        _writable(path.parent, flag)
+        _writable(path.parent, f"{flag} {path}: its folder")
         return
     except (OSError, ValueError) as e:
         raise UserError(f"{flag} {path}: {getattr(e, 'strerror', None) or e}; allowed: an "
