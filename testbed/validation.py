@@ -129,13 +129,17 @@ def one_line(model: type[BaseModel], where: object, e: ValidationError) -> str:
     first = e.errors()[0]
     field = ".".join(str(p) for p in first["loc"])
     msg = " ".join(str(first["msg"]).removeprefix("Value error, ").split())
+    if first["type"] == "literal_error":  # pydantic lists the choices; say it as `allowed`
+        msg = "not one of the choices"
     value = first.get("input")
     if first["type"] != "extra_forbidden" and isinstance(value, str | int | float | bool):
         msg += f" (got {short(value)})"
     if "allowed:" not in msg:
         ok = allowed(model, dict(first))
-        if ok and ok not in msg:
-            msg += f"; allowed: {ok}"
+        if not ok:  # e.g. a key that is not a string: name the fields that are valid there
+            holder = _holder(model, tuple(first["loc"])[:-1])
+            ok = "the fields " + ", ".join(_field_names(holder))
+        msg += f"; allowed: {ok}"
     return f"{where}: {field}: {msg}" if field else f"{where}: {msg}"
 
 
