@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import math
 import os
 import shlex
 from pathlib import Path
@@ -13,8 +12,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from testbed import yamlfile
-from testbed.constants import INT64_MAX, MAX_NODES, MIN_NODES, NODE_SUBNET_POOL, RELEASE_PATTERN
+from testbed.constants import INT64_MAX, MAX_NODES, MIN_NODES, RELEASE_PATTERN
 from testbed.errors import UserError
+from testbed.networks import check_networks
 from testbed.paths import SCENARIOS_DIR
 from testbed.validation import HOST, INGRESS_PATH, check_images, ipv4_network, one_line, short
 
@@ -299,44 +299,8 @@ class Scenario(_Model):
         policies = [p.name for p in self.network_policies]
         if len(set(policies)) != len(policies):
             raise ValueError("networkPolicies: a name is used twice; allowed: unique names")
-        self._check_cidrs()
+        check_networks(self)
         return self
-
-    def _check_cidrs(self) -> None:
-        svc = ipaddress.IPv4Network(self.service_cidr)
-        pool = os.environ.get("TESTBED_SUBNET_POOL", NODE_SUBNET_POOL)
-        try:
-            nodes_net = ipaddress.IPv4Network(pool)
-        except ValueError:
-            nodes_net = ipaddress.IPv4Network(NODE_SUBNET_POOL)
-        if svc.overlaps(nodes_net):
-            raise ValueError(f"serviceCIDR: {svc} overlaps the node networks {nodes_net}; "
-                             "allowed: a network outside it, e.g. 10.96.0.0/16")
-        if self.cni.pod_cidr:
-            pod = ipaddress.IPv4Network(self.cni.pod_cidr)
-            if svc.overlaps(pod):
-                raise ValueError(f"serviceCIDR: {svc} overlaps the pod CIDR {pod} (cni.podCIDR); "
-                                 "allowed: networks that do not overlap")
-            if pod.overlaps(nodes_net):
-                raise ValueError(f"cni.podCIDR: {pod} overlaps the node networks {nodes_net}; "
-                                 "allowed: a network outside it, e.g. 10.244.0.0/16")
-            # one /24 per node (flannel's lease; calico's and weave's blocks are smaller),
-            # the first /24 left unused as flannel does
-            widest = 24 - math.ceil(math.log2(self.nodes + 1))
-            if pod.prefixlen > widest:
-                raise ValueError(f"cni.podCIDR: {pod} is too small for {self.nodes} nodes; "
-                                 f"allowed: a prefix of /{widest} or shorter")
-        seen: dict[str, str] = {}
-        for s in self.services:
-            if not s.cluster_ip:
-                continue
-            if ipaddress.IPv4Address(s.cluster_ip) not in svc:
-                raise ValueError(f"services.{s.name}.clusterIP: {s.cluster_ip} is outside "
-                                 f"serviceCIDR {svc}; allowed: an address inside {svc}")
-            if s.cluster_ip in seen:
-                raise ValueError(f"services.{s.name}.clusterIP: {s.cluster_ip} is also "
-                                 f"{seen[s.cluster_ip]}'s; allowed: one clusterIP per service")
-            seen[s.cluster_ip] = s.name
 
     def pods(self) -> list[tuple[str, int, Deployment]]:
         """(pod name, node index from 1, deployment), replicas spread over allowed nodes."""
@@ -362,8 +326,8 @@ def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 def _file(path: str | Path | None) -> Path:
     """The scenario file: a path, or the name of a shipped scenario (`light`)."""
-    if not path:
-        return DEFAULT_SCENARIO
+    if path is None:
+        return DEFAULT_SCENARIO  # '' is refused below, never read as the default
     text = str(path)
     if "\0" in text or not text.strip():
         raise UserError(f"scenario {short(text)}: not a file name; allowed: a path or one of "

@@ -312,6 +312,9 @@ def test_what_cannot_work_is_refused_by_the_loader(tmp_path: Path, text: str,
     (["run", "flannel", "--seed", str(2**63)], "out of range"),
     (["run", "flannel", "--scenario", "bench"], "client pods"),
     (["report", "--last", str(10**30)], "--last"),
+    (["up", ""], "not a file name"),
+    (["up", "--cni", ""], "unknown CNI ''"),
+    (["images", "build", "--cni", ""], "unknown CNI ''"),
 ])
 def test_what_cannot_work_is_refused_before_anything_starts(tmp_path: Path, args: list[str],
                                                             needle: str) -> None:

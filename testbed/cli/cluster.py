@@ -75,7 +75,7 @@ def _scenario(path: str | None, cni_value: str | None, nodes: int | None,
         if not MIN_NODES <= nodes <= MAX_NODES:
             raise UserError(f"--nodes {nodes} is out of range; allowed: {MIN_NODES} to {MAX_NODES}")
         spec.nodes = nodes
-    if cni_value:
+    if cni_value is not None:  # '' is refused by parse, never read as the default
         module, _, version = cnis.parse(cni_value)
         backend = cni_value.partition("@")[0].partition(":")[2]
         if module.name != spec.cni.name:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from testbed import cni as cnis
 from testbed import console
 from testbed.cli.base import _errors, _print_json, _provider, cli
 from testbed.errors import UserError
@@ -48,7 +49,9 @@ def images_build(cni_name: str | None, build: str) -> None:
     if build == "upstream":
         raise UserError("upstream images are not built here: load them with "
                         "`python -m testbed images load FILE.tar`")
-    specs = source_specs((cni_name,) if cni_name else ())
+    if cni_name is not None:
+        cnis.parse(cni_name)  # '' is refused, never read as every CNI
+    specs = source_specs((cni_name,) if cni_name is not None else ())
     tags = imgs.ensure(_provider().images, specs)
     for name, tag in tags.items():
         console.info(f" {name:32} {tag}")
