@@ -359,3 +359,39 @@ def test_refusals_through_the_real_entry_point_have_no_traceback(tmp_path: Path)
 
 def test_shipped_scenarios_are_accepted() -> None:
     assert all(isinstance(load(p), Scenario) for p in SHIPPED)
+
+
+OPTION_VALUES = ["", " ", "[/x]", "[bold]", "-1", "0", "1", str(2**63), "nan", "inf", "1e400",
+                 "flannel", "calico:bgp", "weave@v9.9.9", "flannel@", ":", "a=b", "daemon=", "=x",
+                 "x" * 3000, "/proc/x", "/tmp", "/etc/passwd", "\x00", "é", "bench", "tbt-a"]
+COMMANDS: dict[str, list[str]] = {
+    "up": ["--cni", "--nodes", "--name", "--build", "--image"],
+    "run": ["--scenario", "--duration", "--users", "--spawn-rate", "--seed", "--web-port",
+            "--out", "--db", "--image", "--build"],
+    "compare": ["--scenario", "--duration", "--users", "--seed", "--out", "--db"],
+    "report": ["--last", "--out", "--db"], "status": [], "check": ["--junit"], "down": [],
+    "images build": ["--cni", "--build"], "images load": [],
+}
+
+
+def test_cli_option_fuzz_never_crashes(tmp_path: Path) -> None:
+    """Random values for every command's arguments and options (the provider is stubbed)."""
+    rng = random.Random(1234)
+    counts = {"tried": 0, "exit 0": 0, "exit 2": 0}
+    for _ in range(300):
+        cmd = rng.choice(list(COMMANDS))
+        args = cmd.split()
+        if cmd == "run" or (cmd != "compare" and rng.random() < 0.5):
+            args.append(rng.choice(OPTION_VALUES))
+        if cmd == "compare":
+            args += [rng.choice(OPTION_VALUES) for _ in range(rng.randint(1, 3))]
+        for _ in range(rng.randint(0, 3) if COMMANDS[cmd] else 0):
+            args += [rng.choice(COMMANDS[cmd]), rng.choice(OPTION_VALUES)]
+        if cmd in ("run", "compare", "report"):
+            args += ["--db", str(tmp_path / "db.sqlite"), "--out", str(tmp_path / "out")]
+        code, out = _cli(args)  # raises on any exception but SystemExit
+        counts["tried"] += 1
+        assert code in (0, 2) and "Traceback" not in out, (args, out)
+        counts[f"exit {code}"] += 1
+    print(f"\ncli option fuzz: {counts}")
+    assert counts["exit 2"] > 0

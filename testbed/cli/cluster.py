@@ -166,7 +166,7 @@ def list_(as_json: bool) -> None:
 @cli.command()
 @click.argument("name", required=False, default=DEFAULT_CLUSTER)
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--junit", type=click.Path(dir_okay=False), default=None)
+@click.option("--junit", default=None, metavar="FILE", help="Also write JUnit XML here.")
 @click.option("--spread", "with_spread", is_flag=True,
               help="Also count requests per endpoint through a ClusterIP against 1/n.")
 @_errors
@@ -177,6 +177,8 @@ def check(name: str, as_json: bool, junit: str | None, with_spread: bool) -> Non
     from testbed.cluster.model import find, validate_name
 
     validate_name(name)
+    if junit is not None and ("\0" in junit or not junit.strip() or Path(junit).is_dir()):
+        raise UserError(f"--junit {junit!r}: not a file name; allowed: a path to an XML file")
     provider = _provider()
     cluster = find(provider, name)
     doc = report(cluster, run(provider, cluster))

@@ -76,11 +76,13 @@ def images_list(as_json: bool) -> None:
 
 
 @images.command("load")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", metavar="FILE")  # checked below: click.Path crashes on NUL
 @_errors
 def images_load(file: str) -> None:
     """Load upstream images from a `docker save` tarball (air-gapped users)."""
     from testbed.cni.inventory import load
 
+    if "\0" in file or not file.strip():
+        raise UserError(f"{file!r} is not a file name; allowed: a tarball made by `docker save`")
     for tag in load(_provider().images, Path(file)):
         console.info(f" loaded {tag}")
