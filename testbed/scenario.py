@@ -16,7 +16,15 @@ from testbed.constants import INT64_MAX, MAX_NODES, MIN_NODES, RELEASE_PATTERN
 from testbed.errors import UserError
 from testbed.networks import check_networks
 from testbed.paths import SCENARIOS_DIR
-from testbed.validation import HOST, INGRESS_PATH, check_images, ipv4_network, one_line, short
+from testbed.validation import (
+    HOST,
+    INGRESS_PATH,
+    check_images,
+    check_labels,
+    ipv4_network,
+    one_line,
+    short,
+)
 
 DEFAULT_SCENARIO = SCENARIOS_DIR / "default.yaml"
 NAME = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
@@ -93,6 +101,7 @@ class Deployment(_Model):
     name: str = Field(pattern=NAME)
     replicas: int = Field(default=1, ge=0, le=200)
     labels: dict[str, str] = Field(default_factory=dict)
+    _labels = field_validator("labels")(classmethod(lambda cls, v: check_labels(v)))
     containers: list[Container] = Field(
         default_factory=lambda: [Container(name="app", port=8080)], min_length=1)
     placement: Placement = Field(default_factory=Placement)
@@ -142,6 +151,7 @@ class Service(_Model):
     name: str = Field(pattern=NAME)
     type: Literal["ClusterIP", "NodePort"] = "ClusterIP"
     selector: dict[str, str] = Field(min_length=1)
+    _labels = field_validator("selector")(classmethod(lambda cls, v: check_labels(v)))
     ports: list[ServicePort] = Field(min_length=1)
     cluster_ip: str | None = Field(default=None, alias="clusterIP")
 
@@ -186,6 +196,7 @@ class LabelSelector(_Model):
     """`matchLabels`, as in Kubernetes."""
 
     match_labels: dict[str, str] = Field(default_factory=dict, alias="matchLabels")
+    _labels = field_validator("match_labels")(classmethod(lambda cls, v: check_labels(v)))
 
 
 class PolicyPeer(_Model):

@@ -20,6 +20,10 @@ IMAGE_REF = (r"^(?=.{1,255}$)([a-z0-9.-]+(:[0-9]{1,5})?/)?[a-z0-9]+([._-][a-z0-9
              r"(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
              r"(@sha256:[a-f0-9]{64})?$")
 ROLE = r"^[a-z][a-z0-9-]{0,30}$"
+# A Kubernetes label key ([prefix/]name) and value.
+LABEL_NAME = r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?"
+LABEL_KEY = rf"^([a-z0-9]([a-z0-9.-]{{0,251}}[a-z0-9])?/)?{LABEL_NAME}$"
+LABEL_VALUE = rf"^({LABEL_NAME})?$"
 
 
 def short(value: object) -> str:
@@ -150,6 +154,19 @@ def ipv4_network(value: str) -> str:
     except ValueError:
         raise ValueError(f"{short(value)} is not an IPv4 network; allowed: an IPv4 CIDR with "
                          "no host bits set, e.g. 10.244.0.0/16") from None
+
+
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    """Labels and selectors as Kubernetes takes them."""
+    for key, value in labels.items():
+        if not re.match(LABEL_KEY, key):
+            raise ValueError(f"label key {short(key)} is not valid; allowed: [PREFIX/]NAME, "
+                             "NAME of 1-63 letters, digits, '-', '_' or '.'")
+        if not re.match(LABEL_VALUE, value):
+            raise ValueError(f"label {key}: value {short(value)} is not valid; allowed: up to "
+                             "63 letters, digits, '-', '_' or '.', starting and ending with a "
+                             "letter or digit")
+    return labels
 
 
 def check_images(images: dict[str, str], prefix: str) -> None:

@@ -87,7 +87,11 @@ def _scenario(path: str | None, cni_value: str | None, nodes: int | None,
         spec.cni.build = build  # type: ignore[assignment]
     spec = sc.revalidate(spec, f"{path or 'the default scenario'} with the command-line options")
     label = spec.cni.name + (f":{spec.cni.backend}" if spec.cni.backend else "")
-    module, backend, _ = cnis.parse(label)
+    try:
+        module, backend, _ = cnis.parse(label)
+    except UserError as e:  # the scenario's own cni.name or cni.backend
+        raise UserError(f"{path or 'the default scenario'}: cni: {e}".replace(
+            ": choose one of ", "; allowed: ")) from None
     return spec, module, backend
 
 
