@@ -27,6 +27,7 @@ class _BoundedLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._aliases = 0
+        self._nodes = 0
         self._depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
@@ -35,6 +36,10 @@ class _BoundedLoader(yaml.SafeLoader):
             if self._aliases > MAX_ALIASES:
                 raise _Limit(f"more than {MAX_ALIASES} aliases (*name); allowed: at most "
                              f"{MAX_ALIASES} aliases")
+        else:
+            self._nodes += 1  # bounds memory while composing, before any expansion
+            if self._nodes > MAX_NODES:
+                raise _Limit(f"more than {MAX_NODES} values; allowed: at most {MAX_NODES}")
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:

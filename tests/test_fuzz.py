@@ -237,6 +237,14 @@ def test_too_many_aliases_are_refused_while_composing(tmp_path: Path) -> None:
     assert "aliases" in _refusal(path)
 
 
+def test_many_values_and_big_files_are_refused_before_constructing(tmp_path: Path) -> None:
+    many = _write(tmp_path, "many.yaml", "a: [" + "1, " * 200_000 + "1]\n")
+    assert "values" in _refusal(many)
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"# " + b"x" * (2 << 20) + b"\n")
+    assert "bytes" in _refusal(big)
+
+
 def test_deep_nesting_is_refused_not_a_recursion_error(tmp_path: Path) -> None:
     path = _write(tmp_path, "deep.yaml", "a: " + "[" * 5000 + "]" * 5000 + "\n")
     assert "nested deeper" in _refusal(path)
@@ -342,6 +350,8 @@ def test_a_bad_db_or_data_folder_is_bad_input(tmp_path: Path) -> None:
     code, out = _cli(["report", "--last", "1"], env={"TESTBED_DATA": str(not_db),
                                                      "TESTBED_DB": ""})
     assert code == 2 and "TESTBED_DATA" in out, out
+    code, out = _cli(["report", "--last", "1"], env={"TESTBED_DB": str(tmp_path)})
+    assert code == 2 and str(tmp_path) in out and len(out.strip().splitlines()) == 1, out
 
 
 def test_refusals_through_the_real_entry_point_have_no_traceback(tmp_path: Path) -> None:
