@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
@@ -17,6 +19,7 @@ err = Console(stderr=True, highlight=False)
 def step(title: str) -> Iterator[None]:
     """Show ` • title ...` while a step runs, then ` ✓ title (1.2s)` or ` ✗ title`."""
     start = time.monotonic()
+    title = escape(title)  # names and paths in a title are text, never markup
     if err.is_terminal:
         with err.status(f" • {title} ..."):
             try:
@@ -36,17 +39,18 @@ def step(title: str) -> Iterator[None]:
 
 def info(message: str) -> None:
     """A progress or status line on stderr (stdout stays clean for --json)."""
-    err.print(message)
+    err.print(message, markup=False, highlight=False)
 
 
 def progress(detail: str) -> None:
     """A sub-line under the current step (e.g. a build step)."""
     if err.is_terminal:
-        err.print(f"   [dim]{detail}[/dim]")
+        err.print(f"   [dim]{escape(detail)}[/dim]")
     else:
         print(f"   {detail}", file=sys.stderr, flush=True)
 
 
 def fail(message: str) -> None:
-    """The one-line error a user acts on."""
-    err.print(f"[red]ERROR:[/red] {message}", soft_wrap=True)
+    """The one-line error a user acts on, printed verbatim (never read as markup)."""
+    line = Text("ERROR:", style="red") + Text(" " + " ".join(message.splitlines()))
+    err.print(line, soft_wrap=True, markup=False, highlight=False)

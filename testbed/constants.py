@@ -17,6 +17,12 @@ MAX_NODES = 16
 
 ETCD_PORT = 2379
 
+# Node and edge networks come from this pool (TESTBED_SUBNET_POOL overrides it): clear of every
+# CNI's default pod pool (10.244/16, 192.168/16, 10.32/12) and of the default service CIDR.
+NODE_SUBNET_POOL = "172.30.0.0/16"
+# Seeds and counts are stored in SQLite INTEGER columns (signed 64-bit).
+INT64_MAX = 2**63 - 1
+
 # Node containers never use --privileged (refused on some engines): explicit
 # capabilities, unconfined seccomp/apparmor, and sysctls fixed at create time.
 NODE_CAPS = ["NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE", "SYS_MODULE", "NET_BIND_SERVICE",

@@ -5,14 +5,18 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from pydantic import ValidationError
+
 from testbed.check import edge, pods, policy, services
 from testbed.check.cases import PATHS, Case, Planner, World, inventory
 from testbed.cluster.agent import NodeAgent, probe_from
 from testbed.cluster.etcd import ClusterEtcd
 from testbed.cluster.model import Cluster
+from testbed.errors import UserError
 from testbed.lifecycle.wait import parallel
 from testbed.provider.base import Provider
 from testbed.scenario import Scenario
+from testbed.validation import one_line
 from testbed_contract.agent import ProbeReply
 from testbed_contract.registry import SCENARIO_KEY
 
@@ -30,7 +34,13 @@ def stored_scenario(provider: Provider, cluster: Cluster) -> Scenario | None:
     if cluster.etcd is None:
         return None
     value = ClusterEtcd(provider, cluster.name).get(SCENARIO_KEY)
-    return Scenario.model_validate_json(value) if value else None
+    if not value:
+        return None
+    try:
+        return Scenario.model_validate_json(value)
+    except ValidationError as e:  # recorded by an older testbed with looser rules
+        raise UserError(one_line(Scenario, f"cluster {cluster.name}'s recorded scenario", e)
+                        + " (recreate it: `python -m testbed down` then `up`)") from None
 
 
 def plan(provider: Provider, world: World) -> list[Case]:

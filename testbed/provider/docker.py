@@ -16,7 +16,7 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from testbed.constants import LABEL_CLUSTER, LABEL_ROLE
+from testbed.constants import LABEL_CLUSTER, LABEL_ROLE, NODE_SUBNET_POOL
 from testbed.errors import ProviderError, UserError
 from testbed.provider.base import ContainerInfo, ContainerSpec, ExecResult, Usage
 from testbed.provider.dockerapi import (
@@ -30,9 +30,7 @@ from testbed.provider.dockerapi import (
 )
 from testbed.provider.images import DockerImages
 
-# Node and edge networks come from here: clear of every CNI's default pod pool (10.244/16,
-# 192.168/16, 10.32/12) and of the default service CIDR (10.96/16).
-SUBNET_POOL = "172.30.0.0/16"
+SUBNET_POOL = NODE_SUBNET_POOL  # see testbed.constants
 
 
 class DockerProvider:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from testbed import cni as cnis
+from testbed.constants import INT64_MAX
 from testbed.errors import UserError
 from testbed.paths import data_dir
-from testbed.scenario import Scenario, load
+from testbed.scenario import Scenario, load, revalidate
 
 MAX_USERS = 5000
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 @dataclass
@@ -41,6 +44,7 @@ def resolve(opts: RunOptions) -> tuple[Scenario, cnis.Cni, str, Path]:
     """Scenario with overrides applied, the CNI module and backend, and the output folder."""
     module, backend, version = cnis.parse(opts.cni)
     spec = load(opts.scenario)
+    where = opts.scenario or "the default scenario"
     if spec.cni.name != module.name:
         spec.cni.images, spec.cni.version, spec.cni.module = {}, None, None
     spec.cni.name, spec.cni.backend = module.name, backend
@@ -48,34 +52,98 @@ def resolve(opts: RunOptions) -> tuple[Scenario, cnis.Cni, str, Path]:
         spec.cni.version = version
     if opts.users is not None:
         if not 1 <= opts.users <= MAX_USERS:
-            raise UserError(f"--users {opts.users} is out of range: use 1 to {MAX_USERS}")
+            raise UserError(f"--users {opts.users} is out of range; allowed: 1 to {MAX_USERS}")
         spec.load.users = opts.users
     if opts.duration_s is not None:
         if not 1 <= opts.duration_s <= 24 * 3600:
-            raise UserError(f"--duration {opts.duration_s:g} is out of range: use 1 to 86400 "
-                            "seconds")
+            raise UserError(f"--duration {opts.duration_s:g} is out of range; allowed: 1 to "
+                            "86400 seconds")
         spec.load.duration_s = opts.duration_s
     if opts.spawn_rate is not None:
         if not 0 < opts.spawn_rate <= 1000:
-            raise UserError(f"--spawn-rate {opts.spawn_rate:g} is out of range: use more than "
-                            "0 and at most 1000 users per second")
+            raise UserError(f"--spawn-rate {opts.spawn_rate:g} is out of range; allowed: more "
+                            "than 0 and at most 1000 users per second")
         spec.load.spawn_rate = opts.spawn_rate
     if opts.seed is not None:
+        check_seed(opts.seed)
         spec.load.seed = opts.seed
+    spec = revalidate(spec, f"{where} with the command-line options")
+    if not opts.web:
+        servable(spec, where)
     if not 1 <= opts.web_port <= 65535:
-        raise UserError(f"--web-port {opts.web_port} is out of range: use 1 to 65535")
+        raise UserError(f"--web-port {opts.web_port} is out of range; allowed: 1 to 65535")
     out = Path(opts.out) if opts.out else default_out()
     _writable(out, "--out")
-    if opts.db:
-        _writable(Path(opts.db).parent, "--db")
+    check_db(opts.db)
     return spec, module, backend, out
+
+
+def check_seed(seed: int) -> None:
+    """A seed is stored in an SQLite INTEGER column."""
+    if not 0 <= seed <= INT64_MAX:
+        raise UserError(f"--seed {seed} is out of range; allowed: 0 to {INT64_MAX}")
+
+
+def servable(spec: Scenario, where: str) -> None:
+    """Every load path the scenario lists must have what it loads (clients, services, ...)."""
+    clients = [d for d in spec.deployments if d.pod_labels.get("role") == "client" and d.replicas]
+    if not clients:
+        raise UserError(f"{where}: load: a run needs client pods; allowed: a deployment with "
+                        "labels {role: client} and replicas >= 1")
+    if not spec.services:
+        raise UserError(f"{where}: load.paths: there is no service to load; allowed: a "
+                        "scenario with at least one service")
+    target = next((s for s in spec.services if s.selector.get("app") == "echo"),
+                  spec.services[0])
+    if "nodeport" in spec.load.paths and not target.ports[0].node_port:
+        raise UserError(f"{where}: load.paths: nodeport needs service {target.name}'s first "
+                        "port to have a nodePort; allowed: paths the scenario serves "
+                        "(drop nodeport, or give the service type NodePort and a nodePort)")
+    if "ingress" in spec.load.paths and not (spec.ingress and spec.edge):
+        raise UserError(f"{where}: load.paths: ingress needs ingress rules and the edge; "
+                        "allowed: paths the scenario serves (drop ingress, or add a rule)")
+
+
+def check_db(db: str | None) -> None:
+    """`--db` (or $TESTBED_DB) must be an SQLite file or a new file in a writable folder."""
+    from testbed.results.store import default_path
+
+    path = Path(db).expanduser() if db else default_path()
+    flag = "--db" if db else "the results database ($TESTBED_DB / $TESTBED_DATA)"
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        _writable(path.parent, f"{flag} {path}: its folder")
+        return
+    except (OSError, ValueError) as e:
+        raise UserError(f"{flag} {path}: {getattr(e, 'strerror', None) or e}; allowed: an "
+                        "SQLite file, or a new file in a folder you can write to") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"{flag} {path}: is not a regular file; allowed: an SQLite file, or "
+                        "a new file in a folder you can write to")
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot read it ({e.strerror}); allowed: an SQLite "
+                        "file you can read and write") from e
+    if head and head != SQLITE_MAGIC:
+        raise UserError(f"{flag} {path}: is not an SQLite database; allowed: an SQLite file, "
+                        "or a new file in a folder you can write to")
+    if not os.access(path, os.W_OK):
+        raise UserError(f"{flag} {path}: is not writable; allowed: an SQLite file you can "
+                        "write to")
 
 
 def _writable(folder: Path, flag: str) -> None:
     try:
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"{flag} {folder} is not a folder; allowed: a folder you can "
+                            "write to")
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".testbed-probe-"):
             pass
-    except OSError as e:
-        raise UserError(f"{flag} {folder} is not writable ({e.strerror}): choose a folder you "
-                        "can write to") from e
+    except (OSError, ValueError) as e:
+        raise UserError(f"{flag} {folder} is not writable "
+                        f"({getattr(e, 'strerror', None) or e}); allowed: a folder you can "
+                        "write to") from e
