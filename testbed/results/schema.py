@@ -153,3 +153,4 @@ INSERT_ROWS = {table: "INSERT INTO {} (run_id, seq, {}, extra_json) VALUES ({})"
                    table, ", ".join(cols), ", ".join("?" * (len(cols) + 3)))
                for table, cols in COLUMNS.items()}
 SELECT_ROWS = {table: f"SELECT * FROM {table} WHERE run_id = ? ORDER BY seq" for table in COLUMNS}
+

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed import paths
+from testbed.results.models import baseline_kind
 from testbed.results.schema import (
     BOOKKEEPING,
     BOOL_COLUMNS,
@@ -28,7 +29,6 @@ from testbed.results.summary import (
     Row,
     Summary,
     as_rows,
-    baseline_kind,
     check_section,
     fold,
     normalize,
