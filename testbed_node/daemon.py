@@ -35,7 +35,7 @@ from testbed_contract.registry import (
     PREFIX,
     Registry,
 )
-from testbed_node import AgentError, pods, proxy
+from testbed_node import AgentError, files, pods, proxy
 from testbed_node.etcd import Etcd, EtcdCompacted, describe
 from testbed_node.process import log_tail
 from testbed_node.readiness import Readiness
@@ -100,9 +100,7 @@ class ServiceProxy:
 
 def _write_status(doc: dict[str, Any]) -> None:
     os.makedirs(RUN_DIR, exist_ok=True)
-    tmp = f"{STATUS_FILE}.tmp"
-    Path(tmp).write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, STATUS_FILE)
+    files.write_text(STATUS_FILE, json.dumps(doc, indent=1))
 
 
 def _acquire_lock() -> Any:

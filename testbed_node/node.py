@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from testbed_node import cni, netns, pods
+from testbed_node import cni, files, netns, pods
 
 DEBIAN_PLUGIN_DIR = "/usr/lib/cni"
 STATE_DIRS = (netns.NETNS_DIR, pods.STATE_DIR, pods.LOG_DIR, cni.DEFAULT_CACHE_DIR)
@@ -45,10 +45,7 @@ def boot(log: str, bin_dir: str = cni.DEFAULT_CNI_PATH) -> None:
         doc: dict[str, Any] = setup(bin_dir=bin_dir)
     except Exception as e:  # the host reads the reason from the log
         doc = {"error": f"{type(e).__name__}: {e}"}
-    tmp = f"{log}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(doc, fh)
-    os.replace(tmp, log)
+    files.write_text(log, json.dumps(doc))
     os.execvp("sleep", ["sleep", "infinity"])
 
 

@@ -14,7 +14,7 @@ import pytest
 from test_results import PATHS, synthetic_summary
 
 from testbed.reports import render_compare, render_many, render_run
-from testbed.reports.svg import bar_chart, line_chart, nice_ticks
+from testbed.reports.svg import bar_chart, line_chart
 from testbed.results import RunDir, Store
 
 BOUND_TEXT = "generator-bound: the load generator saturated; this is not a CNI limit"
@@ -53,9 +53,10 @@ def charts(page: Page) -> dict[str, dict[str, Any]]:
 
 
 def assert_offline(text: str, page: Page) -> None:
-    """No external fetch of any kind: no URL scheme, no scripts, no stylesheets, no src."""
+    """No external fetch of any kind: no URL scheme, no scripts, no stylesheets, no src; the
+    only url() are references inside the page (a chart's clip paths)."""
     assert not re.search(r"https?://", text)
-    assert "@import" not in text and "url(" not in text
+    assert "@import" not in text and not re.search(r"url\((?!#)", text)
     for tag, attrs in page.tags:
         assert tag not in ("script", "link", "img", "iframe", "object", "embed"), tag
         assert "src" not in attrs, (tag, attrs)
@@ -264,16 +265,38 @@ def test_render_many_from_the_store(tmp_path: Path) -> None:
     assert "github.com/weaveworks/weave@v2.6.5+incompatible (release v2.6.5, " in text
 
 
-def test_svg_helper_edges() -> None:
-    assert nice_ticks(13.2) == [0, 5, 10, 15]
-    assert nice_ticks(11.6) == [0, 2.5, 5, 7.5, 10, 12.5]
-    assert nice_ticks(0.042) == [0, 0.01, 0.02, 0.03, 0.04, 0.05]
-    assert nice_ticks(0) == [0.0, 1.0]
+def texts(svg: ET.Element, cls: str) -> list[str]:
+    """The text drawn inside the elements of one class (e.g. the x tick labels)."""
+    return [" ".join(t.strip() for t in g.itertext() if t.strip())
+            for g in svg.iter() if g.get("class") == cls]
+
+
+def test_svg_charts_say_what_they_plot() -> None:
+    def draw() -> str:
+        return bar_chart("Latency", ["a", "b"], [("p50", [1.0, None]), ("p95", [2.0, 3.0])],
+                         y_label="response time (ms)", x_label="path", chart_id="lat",
+                         flagged=["b"], note="⚠ bound")
+
+    text = draw()
+    assert text == draw()  # same data, same bytes
+    bars = ET.fromstring(text)
+    assert bars.get("data-chart") == "lat" and bars.get("data-kind") == "bar"
+    assert bars.findtext("title") == "Latency"
+    drawn = [g.get("data-series") for g in bars.iter("g") if g.get("class") == "series"]
+    assert sorted(drawn) == ["p50", "p95", "p95"]  # the missing p50 of b is not drawn
+    assert texts(bars, "legend-item") == ["p50", "p95"]
+    assert texts(bars, "x-tick") == ["a", "b ⚠"]
+    words = " ".join(bars.itertext())
+    assert "response time (ms)" in words and "path" in words and "⚠ bound" in words
+    ids = [e.get("id") for e in bars.iter() if e.get("id")]
+    assert len(ids) == len(set(ids)) and all(i.startswith("lat-") for i in ids)
+
     empty = ET.fromstring(bar_chart("Nothing", [], [], y_label="ms", chart_id="x"))
     assert "no data recorded" in " ".join(empty.itertext())
-    odd = ET.fromstring(line_chart("a<b & c", [("p<&>\"q", [(0.0, 1.0), (1.0, 2.0)])],
+    odd = ET.fromstring(line_chart("a<b & c $x$", [("p<&>\"q", [(1.0, 2.0), (0.0, 1.0)])],
                                    x_label="s", y_label="rps", chart_id="y"))
-    assert odd.findtext("title") == "a<b & c"
+    assert odd.findtext("title") == "a<b & c $x$"
+    assert "a<b & c $x$" in " ".join(odd.itertext())  # a dollar sign, not mathtext
     assert {g.get("data-series") for g in odd.iter("g") if g.get("class") == "series"} == {
         'p<&>"q'}
 
@@ -302,8 +325,7 @@ def test_load_runner_shapes_are_understood(tmp_path: Path) -> None:
     assert found["cpu"]["legend"] == {"idle", "load:pod-to-service"}
     assert "node-to-node (ceiling)" in found["latency"]["text"]
     rps = next(svg for svg in Page(text).svgs if svg.get("data-chart") == "rps")
-    ticks = [float(t.text or "nan") for g in rps.iter("g") if g.get("class") == "x-axis"
-             for t in g.iter("text")]
+    ticks = [float(t) for t in texts(rps, "x-tick")]
     assert ticks[0] == 0 and ticks[-1] < 100  # offsets from each path's start, not epoch
     assert "FAILED: path pod-to-nodeport is broken" in text
     gen = json_table(json.loads(files["json"].read_text()), "generator")

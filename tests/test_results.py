@@ -389,7 +389,15 @@ def test_bad_rows_are_refused(tmp_path: Path) -> None:
         run.record_partial("latency", [])
     with pytest.raises(ResultsError, match="dict or a list of dicts"):
         run.record_partial("paths", ["pod-to-service"])
-    with pytest.raises(ResultsError, match="not a number"):
+    with pytest.raises(ResultsError, match=r"paths\.0\.rps='fast' is not valid: .*number"):
         run.finalize({"paths": [{"path": "pod-to-service", "rps": "fast"}]})
     with pytest.raises(ResultsError, match="already exists"):
         RunDir.create(tmp_path, "flannel", "vxlan", run_id=run.run_id)
+
+
+def test_schema_md_is_generated_from_the_models() -> None:
+    from testbed.results import schemadoc
+    doc = (REPO_ROOT / "testbed" / "results" / "SCHEMA.md").read_text()
+    assert doc == schemadoc.render(), (
+        "testbed/results/SCHEMA.md is stale: python3 -m testbed.results.schemadoc "
+        "> testbed/results/SCHEMA.md")

@@ -15,6 +15,7 @@ from testbed.cluster.model import Cluster
 from testbed.errors import UserError
 from testbed.lifecycle.wait import parallel
 from testbed.provider.base import Provider
+from testbed.results.models import CheckCase, CheckReport
 from testbed.scenario import Scenario
 from testbed.validation import one_line
 from testbed_contract.agent import ProbeReply
@@ -120,10 +121,10 @@ def run(provider: Provider, cluster: Cluster) -> list[Case]:
 
 
 def report(cluster: Cluster, cases: list[Case]) -> dict[str, Any]:
-    """`check --json`'s document (its keys are stable: see testbed/results/SCHEMA.md)."""
-    keys = ("path", "src", "dst", "status", "reason", "latency_ms")
-    return {
-        "cluster": cluster.name, "cni": cluster.cni, "backend": cluster.backend,
-        "build": cluster.build,
-        "cases": [{k: v for k, v in asdict(c).items() if k in keys} for c in cases],
-    }
+    """`check --json`'s document (models.CheckReport; keys in testbed/results/SCHEMA.md)."""
+    keys = set(CheckCase.model_fields)
+    return CheckReport(
+        cluster=cluster.name, cni=cluster.cni, backend=cluster.backend, build=cluster.build,
+        cases=[CheckCase.model_validate({k: v for k, v in asdict(c).items() if k in keys})
+               for c in cases],
+    ).model_dump()

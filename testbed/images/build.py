@@ -18,6 +18,7 @@ from testbed.images import gobuild
 from testbed.images.catalog import BASE, ImageSpec
 from testbed.paths import IMAGES_DIR, REPO_ROOT, cache_dir
 from testbed.provider.base import ImageStore
+from testbed.results.atomic import staged_dir
 
 DEBIAN_SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -146,22 +147,17 @@ def _wheels(spec: ImageSpec) -> Path:
     if dest.is_dir() and any(dest.iterdir()):
         return dest
     version, impl, platforms = PYTHON_TAG
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{key}.", suffix=".partial", dir=dest.parent))
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-           "--only-binary=:all:", "--python-version", version, "--implementation", impl,
-           "-d", str(tmp)]
-    for plat in platforms:
-        cmd += ["--platform", plat]
-    console.progress(f"pip download {' '.join(spec.wheels)}")
-    res = subprocess.run([*cmd, *spec.wheels], capture_output=True, text=True, timeout=600)
-    if res.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ProviderError(f"pip download for {spec.name} failed: {res.stderr.strip()[-500:]}")
-    try:
-        tmp.rename(dest)
-    except OSError:  # a concurrent build finished the same download first
-        shutil.rmtree(tmp, ignore_errors=True)
+    with staged_dir(dest, replace=False) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+               "--only-binary=:all:", "--python-version", version, "--implementation", impl,
+               "-d", str(tmp)]
+        for plat in platforms:
+            cmd += ["--platform", plat]
+        console.progress(f"pip download {' '.join(spec.wheels)}")
+        res = subprocess.run([*cmd, *spec.wheels], capture_output=True, text=True, timeout=600)
+        if res.returncode != 0:
+            raise ProviderError(f"pip download for {spec.name} failed: "
+                                f"{res.stderr.strip()[-500:]}")
     return dest
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from testbed import console
 from testbed.errors import ProviderError, UserError
 from testbed.paths import cache_dir
+from testbed.results.atomic import staged_dir
 
 WRAPPER_PREFIX = "testbed.local/build"
 BUILD_TIMEOUT = 3600.0
@@ -214,9 +215,7 @@ def build(src: GoSource) -> Path:
                 tries=NETWORK_TRIES)
         else:
             console.progress(f"downloading {len(src.requires)} pinned dependencies")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f"{src.name}-", dir=out.parent))
-        try:
+        with staged_dir(out) as staging:
             for i, (pkg, name) in enumerate(src.binaries, 1):
                 console.progress(f"compiling {name} ({i} of {len(src.binaries)}): "
                                  f"{_package(src, pkg)}")
@@ -247,10 +246,6 @@ def build(src: GoSource) -> Path:
                     "binaries": {name: _version_m(staging / name, env, src)
                                  for _, name in src.binaries}}
             (staging / "provenance.json").write_text(json.dumps(prov, indent=2) + "\n")
-            shutil.rmtree(out, ignore_errors=True)
-            staging.rename(out)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     return out
 

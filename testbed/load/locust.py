@@ -13,6 +13,7 @@ from typing import Any
 from testbed.errors import StepError
 from testbed.lifecycle.wait import parallel
 from testbed.provider.base import Provider
+from testbed.results.atomic import write_bytes
 from testbed_contract.node import AGENT_CMD, LOCUSTFILE
 
 MASTER_PORT = 5557
@@ -185,7 +186,7 @@ class LocustPhase:
         dest = out_dir / "locust" / self.path
         dest.mkdir(parents=True, exist_ok=True)
         for name, data in files.items():
-            (dest / Path(name).name).write_bytes(data)
+            write_bytes(dest / Path(name).name, data)
         stats = files.get("locust_stats.csv", b"").decode()
         row = parse_stats(self.path, stats)
         if not row:

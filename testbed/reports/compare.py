@@ -11,7 +11,7 @@ from typing import Any
 from testbed.reports import describe
 from testbed.reports.model import GENERATOR_BOUND, Chart, Section, Series, Table, fnum, num
 from testbed.reports.run import PERCENTILES, throughput_series_name
-from testbed.results.summary import baseline_kind
+from testbed.results.models import baseline_kind
 
 HTTP_METRICS = (("requests", "requests", "higher"), ("failures", "failures", "lower"),
                 ("rps", "requests/s", "higher"),

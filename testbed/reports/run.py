@@ -7,7 +7,8 @@ from typing import Any
 
 from testbed.reports import describe
 from testbed.reports.model import GENERATOR_BOUND, Chart, Section, Series, Table, fnum, num
-from testbed.results.summary import COLUMNS, baseline_kind
+from testbed.results.models import baseline_kind
+from testbed.results.summary import COLUMNS
 
 PERCENTILES = (("p50", "p50_ms"), ("p90", "p90_ms"), ("p95", "p95_ms"), ("p99", "p99_ms"),
                ("max", "max_ms"))

@@ -144,3 +144,13 @@ CREATE INDEX IF NOT EXISTS partial_records_by_run ON partial_records (run_id, se
 """ + _append_only("partial_records")
 
 DDL = _RUNS + _PARTIAL + "".join(_metric_table(t, c) for t, c in _METRIC_COLUMNS.items())
+
+# Each metric table's value columns, and its two statements. The identifiers come only from
+# the fixed tables above; every value is a `?` parameter.
+COLUMNS = {table: tuple(line.split()[0] for line in block.strip().splitlines())
+           for table, block in _METRIC_COLUMNS.items()}
+INSERT_ROWS = {table: "INSERT INTO {} (run_id, seq, {}, extra_json) VALUES ({})".format(
+                   table, ", ".join(cols), ", ".join("?" * (len(cols) + 3)))
+               for table, cols in COLUMNS.items()}
+SELECT_ROWS = {table: f"SELECT * FROM {table} WHERE run_id = ? ORDER BY seq" for table in COLUMNS}
+

@@ -12,14 +12,23 @@ from pathlib import Path
 from typing import Any
 
 from testbed import paths
-from testbed.results.schema import BOOKKEEPING, BOOL_COLUMNS, DDL, SCHEMA_VERSION, TABLES
+from testbed.results.models import baseline_kind
+from testbed.results.schema import (
+    BOOKKEEPING,
+    BOOL_COLUMNS,
+    COLUMNS,
+    DDL,
+    INSERT_ROWS,
+    SCHEMA_VERSION,
+    SELECT_ROWS,
+    TABLES,
+)
 from testbed.results.summary import (
     ROW_SECTIONS,
     ResultsError,
     Row,
     Summary,
     as_rows,
-    baseline_kind,
     check_section,
     fold,
     normalize,
@@ -182,9 +191,8 @@ class Store:
     @staticmethod
     def _insert_rows(db: sqlite3.Connection, table: str, run_id: str,
                      rows: Iterable[Mapping[str, Any]]) -> None:
-        columns = [c for c in _columns(db, table) if c not in BOOKKEEPING]
-        sql = (f"INSERT INTO {table} (run_id, seq, {', '.join(columns)}, extra_json)"
-               f" VALUES ({', '.join('?' * (len(columns) + 3))})")
+        columns = list(COLUMNS[table])
+        sql = INSERT_ROWS[table]
         for seq, row in enumerate(rows):
             values = [int(row[c]) if c in BOOL_COLUMNS and row.get(c) is not None
                       else row.get(c) for c in columns]
@@ -223,8 +231,7 @@ class Store:
             raise ResultsError(f"{section!r} is not a row section: one of {', '.join(TABLES)}")
         table = TABLES[section]
         with closing(self._connect()) as db:
-            found = db.execute(f"SELECT * FROM {table} WHERE run_id = ? ORDER BY seq",
-                               (run_id,)).fetchall()
+            found = db.execute(SELECT_ROWS[table], (run_id,)).fetchall()
         out = []
         for found_row in found:
             r = dict(found_row)
@@ -233,39 +240,29 @@ class Store:
             out.append({**row, **json.loads(r["extra_json"] or "{}")})
         return out
 
-    def _select(self, where: str, args: tuple[Any, ...], limit: int | None = None,
-                ) -> list[Summary]:
-        sql = f"SELECT run_id FROM runs {where} ORDER BY started_at DESC, rowid DESC"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
+    def _select(self, cnis: list[str] | None, limit: int | None = None) -> list[Summary]:
+        # Newest first; `cnis` None means every run. A negative limit, as SQLite's, means none.
         with closing(self._connect()) as db:
-            ids = [r[0] for r in db.execute(sql, args).fetchall()]
+            found = db.execute("SELECT run_id, cni, backend FROM runs"
+                               " ORDER BY started_at DESC, rowid DESC").fetchall()
+        ids = [r["run_id"] for r in found
+               if cnis is None or any(_is_cni(spec, r["cni"], r["backend"]) for spec in cnis)]
+        if limit is not None and limit >= 0:
+            ids = ids[:limit]
         return [s for s in (self.get(i) for i in ids) if s is not None]
 
     def last(self, n: int, cni: str | None = None) -> list[Summary]:
         """The n most recent runs, newest first; `cni` is a name or name:backend."""
-        if cni is None:
-            return self._select("", (), n)
-        where, args = _cni_filter([cni])
-        return self._select(where, args, n)
+        return self._select(None if cni is None else [cni], n)
 
     def all_for(self, cnis: Iterable[str]) -> list[Summary]:
         """Every run of the given CNIs (each a name or name:backend), newest first."""
-        where, args = _cni_filter(list(cnis))
-        return self._select(where, args) if args else []
+        return self._select(list(cnis))
 
 
-def _cni_filter(cnis: list[str]) -> tuple[str, tuple[Any, ...]]:
-    clauses, args = [], []
-    for spec in cnis:
-        name, _, backend = spec.partition(":")
-        if backend:
-            clauses.append("(cni = ? AND backend = ?)")
-            args += [name, backend]
-        else:
-            clauses.append("cni = ?")
-            args.append(name)
-    return ("WHERE " + " OR ".join(clauses) if clauses else ""), tuple(args)
+def _is_cni(spec: str, cni: str, backend: str) -> bool:
+    name, _, want = spec.partition(":")
+    return name == cni and (not want or want == backend)
 
 
 def _scenario(meta: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -274,10 +271,6 @@ def _scenario(meta: Mapping[str, Any]) -> tuple[str | None, str | None]:
     if isinstance(scenario, Mapping):
         scenario = scenario.get("name")
     return scenario, meta.get("scenario_hash") or env.get("scenario_hash")
-
-
-def _columns(db: sqlite3.Connection, table: str) -> list[str]:
-    return [r[1] for r in db.execute(f"PRAGMA table_info({table})").fetchall()]
 
 
 def _statements(ddl: str) -> list[str]:

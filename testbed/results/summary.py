@@ -7,7 +7,10 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from testbed.errors import TestbedError
+from testbed.results.models import ROW_MODELS, RunSummary, baseline_kind
 
 Row = dict[str, Any]
 Summary = dict[str, Any]
@@ -25,20 +28,10 @@ ROW_SECTIONS: dict[str, tuple[str, ...]] = {
 DICT_SECTIONS = ("meta", "environment", "mtu", "generator")
 SECTIONS = (*ROW_SECTIONS, *DICT_SECTIONS)
 
-# Column order for CSVs and for reading; keys beyond these are kept, after them.
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "paths": ("path", "requests", "failures", "rps", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
-              "max_ms", "generator_bound", "mtu"),
-    "throughput": ("path", "protocol", "streams", "gbit_s", "mtu"),
-    "resources": ("container", "phase", "cpu_pct", "mem_mib"),
-    "baselines": ("path", "kind", "requests", "failures", "rps", "p50_ms", "p90_ms", "p95_ms",
-                  "p99_ms", "max_ms", "generator_bound", "protocol", "streams", "gbit_s"),
-    "timeseries": ("path", "t", "rps", "p50_ms", "p95_ms", "failures_per_s", "users"),
-}
-
-INT_KEYS = frozenset({"requests", "failures", "streams", "users", "mtu"})
-BOOL_KEYS = frozenset({"generator_bound"})
-TEXT_KEYS = frozenset({"path", "protocol", "container", "phase", "kind"})
+# Column order for CSVs and for reading (the row models' fields); other keys are kept, after.
+COLUMNS: dict[str, tuple[str, ...]] = {s: tuple(m.model_fields) for s, m in ROW_MODELS.items()}
+# Summary keys always written (those with a default); the others only when set.
+ALWAYS = tuple(n for n, f in RunSummary.model_fields.items() if f.default is not None)
 
 STATUSES = ("running", "complete", "interrupted", "failed")
 
@@ -59,12 +52,6 @@ def new_run_id(cni: str, backend: str | None, when: datetime | None = None) -> s
     return "-".join(p.replace("/", "_").replace(":", "-") for p in parts)
 
 
-def baseline_kind(row: Mapping[str, Any]) -> str:
-    """`throughput` (iperf3: has gbit_s) or `http` (Locust stats, whatever else `kind` says)."""
-    kind = str(row.get("kind") or "")
-    return "throughput" if kind in ("throughput", "iperf3") or "gbit_s" in row else "http"
-
-
 def row_key(section: str, row: Mapping[str, Any]) -> tuple[Any, ...]:
     """The identity of a row within its section."""
     if section == "baselines":
@@ -80,27 +67,6 @@ def dedupe(section: str, rows: Iterable[Mapping[str, Any]]) -> list[Row]:
     return list(latest.values())
 
 
-def coerce(section: str, row: Mapping[str, Any]) -> Row:
-    """The row with its documented columns in their documented types (ints, floats, bools)."""
-    out = dict(row)
-    if section == "baselines":
-        out["kind"] = row.get("kind") or baseline_kind(row)
-    for key in COLUMNS[section]:
-        value = out.get(key)
-        if value is None or key in TEXT_KEYS:
-            continue
-        try:
-            if key in BOOL_KEYS:
-                out[key] = bool(value)
-            elif key in INT_KEYS:
-                out[key] = int(value)
-            else:
-                out[key] = float(value)
-        except (TypeError, ValueError) as e:
-            raise ResultsError(f"{section}: {key}={value!r} is not a number") from e
-    return out
-
-
 def status_of(summary: Mapping[str, Any]) -> str:
     """complete, interrupted or failed: an explicit valid `status` wins, else `interrupted`."""
     status = summary.get("status")
@@ -109,21 +75,29 @@ def status_of(summary: Mapping[str, Any]) -> str:
     return "interrupted" if summary.get("interrupted") else "complete"
 
 
+def _problem(e: ValidationError) -> str:
+    err = e.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}={err.get('input')!r} is not valid: {err['msg']}"
+
+
 def normalize(summary: Mapping[str, Any]) -> Summary:
-    """A copy holding every key DESIGN.md promises, defaults filled, row sections de-duplicated."""
-    out: Summary = dict(summary)
-    if not out.get("run_id") or not out.get("cni"):
+    """A validated copy (models.RunSummary): defaults filled, rows typed and de-duplicated."""
+    data: Summary = dict(summary)
+    if not data.get("run_id") or not data.get("cni"):
         raise ResultsError("a run summary needs at least run_id and cni")
-    out.setdefault("backend", "")
-    out.setdefault("build", "unknown")
-    out.setdefault("images", {})
-    out.setdefault("duration_s", 0.0)
-    out["interrupted"] = bool(out.get("interrupted", False))
-    out.setdefault("report", "")
     for section in ROW_SECTIONS:
-        if section in out or section in ("paths", "throughput", "resources"):
-            out[section] = [coerce(section, r) for r in dedupe(section, out.get(section) or [])]
-    out["status"] = status_of(out)
+        if section in data:
+            data[section] = dedupe(section, as_rows(data[section] or []))
+    try:
+        model = RunSummary.model_validate(data)
+    except ValidationError as e:
+        raise ResultsError(f"run {data['run_id']}: {_problem(e)}") from e
+    out: Summary = model.model_dump(exclude_unset=True)
+    full = model.model_dump(include=set(ALWAYS))
+    for key in ALWAYS:
+        out.setdefault(key, full[key])
+    out["status"] = status_of(data)
     return out
 
 

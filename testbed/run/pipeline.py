@@ -23,6 +23,7 @@ from testbed.load import resources
 from testbed.load.locust import LocustPhase, PhaseResult, Profile
 from testbed.provider.base import Provider
 from testbed.results import RunDir, Store
+from testbed.results.atomic import write_text
 from testbed.run import targets
 from testbed.run.options import RunOptions
 from testbed.scenario import Scenario
@@ -143,7 +144,7 @@ def check_paths(run: Run) -> None:
     cases = matrix.run(run.provider, cluster)
     doc = matrix.report(cluster, cases)
     assert run.rundir is not None
-    (run.rundir.path / "check.json").write_text(json.dumps(doc, indent=2))
+    write_text(run.rundir.path / "check.json", json.dumps(doc, indent=2) + "\n")
     gated = {p for path in run.scenario.load.paths for p in GATES[path]}
     broken = [c for c in cases if c.status == "fail" and c.path in gated]
     if broken:

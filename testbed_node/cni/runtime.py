@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from testbed_node import files
 from testbed_node.cni.config import (
     NetworkConfigList,
     conflist_from_bytes,
@@ -143,11 +144,7 @@ class CniRuntime:
             doc["capabilityArgs"] = rt.capability_args
         path = self.cache_path(netconf.name, rt)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f)
-        os.replace(tmp, path)
+        files.write_text(path, json.dumps(doc), mode=0o600)
 
     def _cache_doc(self, network: str, rt: RuntimeConf) -> dict[str, Any] | None:
         try:

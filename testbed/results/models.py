@@ -1,0 +1,173 @@
+"""The documented records as Pydantic models: a run summary and its rows, and `check --json`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+def baseline_kind(row: Mapping[str, Any]) -> str:
+    """`throughput` (iperf3: has gbit_s) or `http` (Locust stats, whatever else `kind` says)."""
+    kind = str(row.get("kind") or "")
+    return "throughput" if kind in ("throughput", "iperf3") or "gbit_s" in row else "http"
+
+
+class Record(BaseModel):
+    """A documented record: known keys typed, any other key kept as it came."""
+
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+
+
+class PathRow(Record):
+    """One HTTP path under Locust load."""
+
+    path: str = Field(description="pod-to-service, pod-to-nodeport, outside-to-ingress, ...")
+    requests: int | None = Field(None, description="requests completed")
+    failures: int | None = Field(None, description="requests failed")
+    rps: float | None = Field(None, description="requests/s over the load phase")
+    p50_ms: float | None = Field(None, description="median response time, ms")
+    p90_ms: float | None = Field(None, description="90th percentile response time, ms")
+    p95_ms: float | None = Field(None, description="95th percentile response time, ms")
+    p99_ms: float | None = Field(None, description="99th percentile response time, ms")
+    max_ms: float | None = Field(None, description="slowest response, ms")
+    generator_bound: bool | None = Field(
+        None, description="the load generator saturated on this path (not a CNI limit)")
+    mtu: int | None = Field(None, description="bytes, if recorded on the row")
+
+
+class ThroughputRow(Record):
+    """One iperf3 measurement."""
+
+    path: str = Field(description="e.g. pod-to-pod-cross-node, pod-to-service")
+    protocol: str | None = Field(None, description="`tcp` or `udp`")
+    streams: int | None = Field(None, description="parallel streams")
+    gbit_s: float | None = Field(None, description="Gbit/s (10^9 bit/s)")
+    mtu: int | None = Field(None, description="bytes, if recorded on the row")
+
+
+class ResourceRow(Record):
+    """One container's CPU and memory in one phase."""
+
+    container: str = Field(description="container name")
+    phase: str | None = Field(None, description="`idle` or `load`")
+    cpu_pct: float | None = Field(None, description="percent of one core (200 = two cores busy)")
+    mem_mib: float | None = Field(None, description="MiB (2^20 bytes)")
+
+
+class BaselineRow(Record):
+    """A ceiling measured the same way as the paths."""
+
+    path: str = Field(description="`container-to-container` (localhost) or `node-to-node` "
+                                  "(host network)")
+    kind: str = Field(description="`http` (or the runner's name for it, e.g. `locust`) or "
+                                  "`throughput` (iperf3); filled in when the row has none")
+    requests: int | None = Field(None, description="requests completed (http)")
+    failures: int | None = Field(None, description="requests failed (http)")
+    rps: float | None = Field(None, description="requests/s (http)")
+    p50_ms: float | None = Field(None, description="ms (http)")
+    p90_ms: float | None = Field(None, description="ms (http)")
+    p95_ms: float | None = Field(None, description="ms (http)")
+    p99_ms: float | None = Field(None, description="ms (http)")
+    max_ms: float | None = Field(None, description="ms (http)")
+    generator_bound: bool | None = Field(None, description="the generator saturated (http)")
+    protocol: str | None = Field(None, description="`tcp`/`udp` (throughput)")
+    streams: int | None = Field(None, description="parallel streams (throughput)")
+    gbit_s: float | None = Field(None, description="Gbit/s (throughput)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("kind"):
+            return {**data, "kind": baseline_kind(data)}
+        return data
+
+
+class TimeseriesRow(Record):
+    """One sample of one path under load."""
+
+    path: str = Field(description="path")
+    t: float = Field(description="s since that path's load started (a Unix timestamp, as in "
+                                 "Locust's history CSV, is accepted; reports shift it to the "
+                                 "path's first sample)")
+    rps: float | None = Field(None, description="requests/s in the sample")
+    p50_ms: float | None = Field(None, description="median response time, ms")
+    p95_ms: float | None = Field(None, description="95th percentile response time, ms")
+    failures_per_s: float | None = Field(None, description="failures/s")
+    users: int | None = Field(None, description="users running")
+
+
+ROW_MODELS: dict[str, type[Record]] = {
+    "paths": PathRow, "throughput": ThroughputRow, "resources": ResourceRow,
+    "baselines": BaselineRow, "timeseries": TimeseriesRow,
+}
+
+
+class RunSummary(Record):
+    """summary.json (`run --json`). Keys with a default are always written; the others when set."""
+
+    run_id: str = Field(description="`<UTC start>-<cni>[-<backend>]-<6 hex>`")
+    cni: str = Field(description="e.g. `flannel`")
+    backend: str = Field("", description="e.g. `vxlan`; `\"\"` when the CNI has none")
+    build: str = Field("unknown", description="`upstream` or `source` (`unknown` if not "
+                                              "recorded)")
+    images: dict[str, Any] = Field(default_factory=dict, description="{role: image ref}: the "
+                                                                     "image each role ran")
+    duration_s: float | None = Field(0.0, description="load phase length, s")
+    interrupted: bool = Field(False, description="the run was stopped (Ctrl-C, crash) before "
+                                                 "it finished")
+    status: str = Field("complete", description="`complete`, `interrupted` or `failed` "
+                                                "(derived from `interrupted` when absent); "
+                                                "`running` only in the database")
+    report: str = Field("", description="path of the HTML report (`<run dir>/report.html`)")
+    paths: list[PathRow] = Field(default_factory=list, description="HTTP paths under load")
+    throughput: list[ThroughputRow] = Field(default_factory=list, description="iperf3 results")
+    resources: list[ResourceRow] = Field(default_factory=list,
+                                         description="CPU and memory per container and phase")
+    baselines: list[BaselineRow] | None = Field(None, description="ceilings measured the same "
+                                                                  "way as the paths")
+    timeseries: list[TimeseriesRow] | None = Field(None, description="per path and sample")
+    error: str | None = Field(None, description="why a `failed` run failed (shown in reports)")
+    run_dir: str | None = Field(None, description="absolute path of the run directory")
+    started_at: str | None = Field(None, description="UTC timestamp")
+    finished_at: str | None = Field(None, description="UTC timestamp")
+    scenario: Any = Field(None, description="scenario name")
+    seed: int | None = Field(None, description="Locust seed")
+    users: int | None = Field(None, description="Locust user count")
+    spawn_rate: float | None = Field(None, description="users started per second")
+    release: str | None = Field(None, description="the CNI release")
+    module: str | None = Field(None, description="the CNI's Go module")
+    build_note: str | None = Field(None, description="what `--build auto` chose and why "
+                                                     "(also read from `environment.build_note`)")
+    environment: dict[str, Any] | None = Field(
+        None, description="`kernel`, `docker_version`, `scenario_hash`, `image_digests` "
+                          "{image: `sha256:...`}, `sources` {image role: {go build, "
+                          "`adaptations`}} (source builds), `packages` {debian package: "
+                          "version}, `release`, `module`")
+    mtu: dict[str, Any] | None = Field(None, description="{path: int}: MTU of each path's "
+                                                         "interface, bytes")
+    generator: dict[str, Any] | None = Field(
+        None, description="`workers` [{`worker`, `cpu_pct`, `bound`}] with `threshold_pct`, or "
+                          "{path: {`cpu_max`, `cpu_mean`, `bound`, `workers`}}")
+
+
+class CheckCase(BaseModel):
+    """One source -> destination probe."""
+
+    path: str = Field(description="the path checked, e.g. pod-to-pod-cross-node")
+    src: str = Field(description="where the probe ran")
+    dst: str = Field(description="what it asked")
+    status: str = Field(description="`pass`, `fail` or `skip`")
+    reason: str = Field("", description="why it failed or was skipped")
+    latency_ms: float = Field(0.0, description="median latency of the good requests, ms")
+
+
+class CheckReport(BaseModel):
+    """`check --json` and a run's check.json: the connectivity matrix of one cluster."""
+
+    cluster: str = Field(description="cluster name")
+    cni: str = Field(description="CNI name")
+    backend: str = Field(description="backend, `\"\"` if none")
+    build: str = Field(description="`upstream`, `source` or `unknown`")
+    cases: list[CheckCase] = Field(description="one per probe")
