@@ -34,6 +34,11 @@ LoadPath = Literal["pod-to-service", "nodeport", "ingress"]
 LOAD_PATHS: tuple[LoadPath, ...] = ("pod-to-service", "nodeport", "ingress")
 
 
+
+def distinct(*groups: list[object]) -> bool:
+    """Whether no group holds the same value twice."""
+    return all(len(set(g)) == len(g) for g in groups)
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -109,9 +114,7 @@ class Deployment(_Model):
     @field_validator("containers")
     @classmethod
     def _unique(cls, v: list[Container]) -> list[Container]:
-        names = [c.name for c in v]
-        ports = [c.port for c in v if c.port]
-        if len(set(names)) != len(names) or len(set(ports)) != len(ports):
+        if not distinct([c.name for c in v], [c.port for c in v if c.port]):
             raise ValueError("container names and ports must be unique within a pod; allowed: "
                              "each name and port once")
         return v
@@ -169,9 +172,7 @@ class Service(_Model):
     @field_validator("ports")
     @classmethod
     def _unique_ports(cls, v: list[ServicePort]) -> list[ServicePort]:
-        ports = [p.port for p in v]
-        names = [p.name for p in v if p.name]
-        if len(set(ports)) != len(ports) or len(set(names)) != len(names):
+        if not distinct([p.port for p in v], [p.name for p in v if p.name]):
             raise ValueError("duplicate port or port name; allowed: each port and name once "
                              "per service")
         return v

@@ -30,12 +30,13 @@ from typing import Any
 
 from etcd3gw.exceptions import Etcd3Exception
 
+from testbed_contract import atomic
 from testbed_contract.node import DAEMON_LOG_FILE, DAEMON_RUN_DIR, DAEMON_STATUS_FILE
 from testbed_contract.registry import (
     PREFIX,
     Registry,
 )
-from testbed_node import AgentError, files, pods, proxy
+from testbed_node import AgentError, pods, proxy
 from testbed_node.etcd import Etcd, EtcdCompacted, describe
 from testbed_node.process import log_tail
 from testbed_node.readiness import Readiness
@@ -100,7 +101,7 @@ class ServiceProxy:
 
 def _write_status(doc: dict[str, Any]) -> None:
     os.makedirs(RUN_DIR, exist_ok=True)
-    files.write_text(STATUS_FILE, json.dumps(doc, indent=1))
+    atomic.write_text(STATUS_FILE, json.dumps(doc, indent=1))
 
 
 def _acquire_lock() -> Any:

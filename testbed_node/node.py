@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from testbed_node import cni, files, netns, pods
+from testbed_contract import atomic
+from testbed_node import cni, netns, pods
 
 DEBIAN_PLUGIN_DIR = "/usr/lib/cni"
 STATE_DIRS = (netns.NETNS_DIR, pods.STATE_DIR, pods.LOG_DIR, cni.DEFAULT_CACHE_DIR)
@@ -45,7 +46,7 @@ def boot(log: str, bin_dir: str = cni.DEFAULT_CNI_PATH) -> None:
         doc: dict[str, Any] = setup(bin_dir=bin_dir)
     except Exception as e:  # the host reads the reason from the log
         doc = {"error": f"{type(e).__name__}: {e}"}
-    files.write_text(log, json.dumps(doc))
+    atomic.write_text(log, json.dumps(doc))
     os.execvp("sleep", ["sleep", "infinity"])
 
 

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from testbed_contract import atomic
 from testbed_contract.node import HTTP_KINDS
-from testbed_node import UsageError, cni, files, netns
+from testbed_node import UsageError, cni, netns
 from testbed_node.podspec import ContainerSpec, check_name, check_specs
 from testbed_node.process import PodError, http_ready, log_tail, owned, start_ticks, stop
 
@@ -56,7 +57,7 @@ class PodManager:
     def _save(self, rec: dict[str, Any]) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         path = self._state_path(rec["name"])
-        files.write_text(path, json.dumps(rec, indent=1))
+        atomic.write_text(path, json.dumps(rec, indent=1))
 
     @contextlib.contextmanager
     def _locked(self, name: str) -> Iterator[None]:

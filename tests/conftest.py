@@ -16,11 +16,21 @@ from testbed import cni as cnis
 from testbed import images
 from testbed.cluster.handle import Cluster, select, teardown
 from testbed.cni.select import source_specs
+from testbed.constants import LABEL_CLUSTER
 from testbed.lifecycle.context import UpContext
 from testbed.provider.docker import DockerProvider
 from testbed.scenario import Scenario, load
 
 RUN_ID = uuid.uuid4().hex[:6]
+
+
+def leftovers(provider: DockerProvider, name: str) -> list[str]:
+    """Every container, network and volume labelled with the cluster, straight from Docker."""
+    flt = {"label": f"{LABEL_CLUSTER}={name}"}
+    c = provider.client
+    return ([f"container {x.name}" for x in c.containers.list(all=True, filters=flt)]
+            + [f"network {x.name}" for x in c.networks.list(filters=flt)]
+            + [f"volume {x.name}" for x in c.volumes.list(filters=flt)])
 
 
 def cluster_name(tag: str) -> str:

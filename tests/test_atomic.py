@@ -7,14 +7,13 @@ from pathlib import Path
 import pytest
 
 from testbed.results import atomic
-from testbed_node import files
 
 
 def test_write_text_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
     target = tmp_path / "a.json"
     target.write_text("old")
     atomic.write_text(target, "new")
-    files.write_text(tmp_path / "b.json", "agent", mode=0o600)
+    atomic.write_text(tmp_path / "b.json", "agent", mode=0o600)
     assert target.read_text() == "new"
     assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]

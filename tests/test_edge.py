@@ -11,14 +11,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import Running, cluster_name, start
+from conftest import Running, cluster_name, leftovers, start
 
-from testbed import edge
 from testbed.check import edge as planners
 from testbed.check.cases import Case, World, inventory
 from testbed.check.matrix import execute
 from testbed.cluster.model import find
 from testbed.constants import LABEL_CLUSTER
+from testbed.edge import names as edge
 from testbed.edge import registry
 from testbed.edge import up as edge_up
 from testbed.lifecycle import create
@@ -47,14 +47,6 @@ def _outside_get(running: Running, url: str, host: str) -> dict[str, Any]:
     assert res.exit_code == 0, res.stderr
     out: dict[str, Any] = json.loads(res.stdout)
     return out
-
-
-def _leftovers(provider: DockerProvider, name: str) -> list[str]:
-    flt: dict[str, Any] = {"label": f"{LABEL_CLUSTER}={name}"}
-    c = provider.client
-    return ([f"container {x.name}" for x in c.containers.list(all=True, filters=flt)]
-            + [f"network {x.name}" for x in c.networks.list(filters=flt)]
-            + [f"volume {x.name}" for x in c.volumes.list(filters=flt)])
 
 
 def _passed(cases: list[Case]) -> list[Case]:
@@ -232,7 +224,7 @@ def test_failure_after_joining_the_internet_rolls_everything_back(
     monkeypatch.setattr(edge_up, "start_edge", broken)
     with pytest.raises(Exception, match="injected failure"):
         start(provider, "eb", "flannel:vxlan", nodes=1, scenario=_paths_scenario())
-    assert _leftovers(provider, name) == []
+    assert leftovers(provider, name) == []
 
 
 def test_a_taken_ingress_port_fails_up_in_one_line_and_leaves_nothing(
@@ -243,13 +235,13 @@ def test_a_taken_ingress_port_fails_up_in_one_line_and_leaves_nothing(
     monkeypatch.setenv(edge.INGRESS_PORT_ENV, taken)
     with pytest.raises(Exception, match=r"cannot start .*node-1"):
         start(provider, "tp", "flannel:vxlan", nodes=1, scenario=_paths_scenario())
-    assert _leftovers(provider, cluster_name("tp")) == []
+    assert leftovers(provider, cluster_name("tp")) == []
 
 
 def test_down_leaves_no_labelled_network_or_container(edge_paths: Running) -> None:
     res = subprocess.run([sys.executable, "-m", "testbed", "down", edge_paths.name],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    assert _leftovers(edge_paths.provider, edge_paths.name) == []
+    assert leftovers(edge_paths.provider, edge_paths.name) == []
     assert not edge_paths.provider.client.networks.list(
         names=[edge.internet_network(edge_paths.name)])

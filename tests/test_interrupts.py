@@ -15,9 +15,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import cluster_name, run_cli
+from conftest import cluster_name, leftovers, run_cli
 
-from testbed.constants import LABEL_CLUSTER
 from testbed.lifecycle import interrupts
 from testbed.lifecycle.wait import CANCELLED, until
 from testbed.provider.docker import DockerProvider
@@ -30,15 +29,6 @@ _numbers = itertools.count(1)
 
 def _name() -> str:
     return cluster_name(f"cluster-{next(_numbers)}")
-
-
-def leftovers(provider: DockerProvider, name: str) -> list[str]:
-    """Every container, network and volume labelled with the cluster, straight from Docker."""
-    flt = {"label": f"{LABEL_CLUSTER}={name}"}
-    c = provider.client
-    return ([f"container {x.name}" for x in c.containers.list(all=True, filters=flt)]
-            + [f"network {x.name}" for x in c.networks.list(filters=flt)]
-            + [f"volume {x.name}" for x in c.volumes.list(filters=flt)])
 
 
 class Up:

@@ -5,19 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import RUN_ID, cluster_name, run_cli, start
+from conftest import RUN_ID, cluster_name, leftovers, run_cli, start
 
 from testbed.constants import LABEL_CLUSTER
 from testbed.lifecycle import create
 from testbed.provider.docker import DockerProvider
-
-
-def _leftovers(provider: DockerProvider, name: str) -> list[str]:
-    flt = {"label": f"{LABEL_CLUSTER}={name}"}
-    c = provider.client
-    return ([f"container {x.name}" for x in c.containers.list(all=True, filters=flt)]
-            + [f"network {x.name}" for x in c.networks.list(filters=flt)]
-            + [f"volume {x.name}" for x in c.volumes.list(filters=flt)])
 
 
 @pytest.mark.docker
@@ -27,14 +19,14 @@ def test_failure_mid_up_rolls_back_everything(provider: DockerProvider, built: d
 
     def broken(ctx: create.UpContext) -> None:
         reached.append(ctx.name)
-        assert len(_leftovers(provider, ctx.name)) > 0, "nodes exist when the failure hits"
+        assert len(leftovers(provider, ctx.name)) > 0, "nodes exist when the failure hits"
         raise RuntimeError("injected failure while starting CNI daemons")
 
     monkeypatch.setattr(create, "start_cni", broken)
     with pytest.raises(Exception, match="injected failure"):
         start(provider, "rb", "flannel")
     assert reached == [cluster_name("rb")]
-    assert _leftovers(provider, cluster_name("rb")) == []
+    assert leftovers(provider, cluster_name("rb")) == []
 
 
 @pytest.mark.docker
@@ -57,13 +49,13 @@ def test_two_clusters_side_by_side_then_down_removes_only_one(
         assert {a.name, b.name} <= names
         res = run_cli("down", a.name)
         assert res.returncode == 0, res.stderr
-        assert _leftovers(provider, a.name) == []
-        assert len(_leftovers(provider, b.name)) > 0
+        assert leftovers(provider, a.name) == []
+        assert len(leftovers(provider, b.name)) > 0
         assert run_cli("check", b.name).returncode == 0
     finally:
         a.down()
         b.down()
-    assert _leftovers(provider, b.name) == []
+    assert leftovers(provider, b.name) == []
 
 
 @pytest.mark.docker
@@ -81,7 +73,7 @@ def test_up_and_down_through_the_cli(built: dict[str, str], provider: DockerProv
     finally:
         res = run_cli("down", name)
     assert res.returncode == 0
-    assert _leftovers(provider, name) == []
+    assert leftovers(provider, name) == []
 
 
 @pytest.mark.docker
@@ -105,7 +97,7 @@ def test_a_scenario_without_edge_makes_a_bare_cluster(built: dict[str, str],
         assert all(c["status"] == "skip" for c in cases if c["path"] == "pod-to-outside")
     finally:
         assert run_cli("down", name).returncode == 0
-    assert _leftovers(provider, name) == []
+    assert leftovers(provider, name) == []
 
 
 @pytest.mark.parametrize(("args", "needle"), [

@@ -11,18 +11,8 @@ import re
 from typing import Any
 
 from testbed.check.cases import Case, World
+from testbed.edge import names as edge
 from testbed.edge import registry
-from testbed.edge.names import (
-    ECHO_PORT,
-    EDGE_NODE,
-    INGRESS_HTTP_PORT,
-    LABEL_EDGE,
-    LABEL_INGRESS_PORT,
-    echo_name,
-    ingress_name,
-    internet_network,
-    outside_name,
-)
 from testbed.provider.base import Provider
 
 # A Host no rule names: the ingress's default server must answer 404 (RFC 2606 name).
@@ -34,20 +24,21 @@ def edge_facts(world: World) -> dict[str, Any]:
     if "edge" in world.facts:
         return dict(world.facts["edge"])
     cluster = world.cluster
-    net = internet_network(cluster.name)
+    net = edge.internet_network(cluster.name)
     by_name = {c.name: c for c in cluster.containers}
-    outside, echo = by_name.get(outside_name(cluster.name)), by_name.get(echo_name(cluster.name))
-    ingress = by_name.get(ingress_name(cluster.name))
-    described = json.loads(ingress.labels.get(LABEL_EDGE, "{}")) if ingress else {}
-    edge_node = next((n for n in cluster.nodes if n.name.endswith(f"-node-{EDGE_NODE}")), None)
+    outside = by_name.get(edge.outside_name(cluster.name))
+    echo = by_name.get(edge.echo_name(cluster.name))
+    ingress = by_name.get(edge.ingress_name(cluster.name))
+    described = json.loads(ingress.labels.get(edge.LABEL_EDGE, "{}")) if ingress else {}
+    edge_node = next((n for n in cluster.nodes if n.name.endswith(f"-node-{edge.EDGE_NODE}")), None)
     facts: dict[str, Any] = {
         "internet_ips": {n.name: n.ips[net] for n in cluster.nodes if net in n.ips},
         "echo_ip": echo.ips.get(net, "") if echo and echo.status == "running" else "",
-        "echo_port": ECHO_PORT,
+        "echo_port": edge.ECHO_PORT,
         "outside": outside.name if outside and outside.status == "running" else "",
         "ingress_node": edge_node.name if edge_node else "",
         "ingress_running": bool(ingress and ingress.status == "running"),
-        "ingress_port": int(edge_node.labels.get(LABEL_INGRESS_PORT) or 0) if edge_node else 0,
+        "ingress_port": int(edge_node.labels.get(edge.LABEL_INGRESS_PORT) or 0) if edge_node else 0,
         "routes": described.get("routes", []),
         "services": described.get("services", {}),
     }
@@ -110,7 +101,7 @@ def outside_to_ingress(provider: Provider, world: World) -> list[Case]:
     if not facts["ingress_running"] or not edge_ip:
         return [Case("outside-to-ingress", facts["outside"], "-",
                       reason=f"no ingress running on {facts['ingress_node'] or 'an edge node'}")]
-    base = f"http://{edge_ip}:{INGRESS_HTTP_PORT}"
+    base = f"http://{edge_ip}:{edge.INGRESS_HTTP_PORT}"
     cases: list[Case] = []
     for r in facts["routes"]:
         dst = f"{r['host']}{r['path']} -> {r['service']}:{r['port']}"

@@ -1,4 +1,5 @@
-"""Crash-safe file writes: files and directories replaced atomically, logs synced per line."""
+"""Crash-safe writes of the host: directories replaced atomically, logs synced per line; single
+files through testbed_contract.atomic (re-exported here)."""
 
 from __future__ import annotations
 
@@ -9,37 +10,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from testbed_contract.atomic import sync_dir, write_bytes, write_text
 
-def _sync_dir(directory: Path) -> None:
-    # The rename is durable only once the directory entry itself reaches the disk.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace `path` with `data` so a reader sees the old file or the new one, never a torn one."""
-    path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _sync_dir(path.parent)
-
-
-def write_text(path: Path, text: str, mode: int = 0o644) -> None:
-    """Replace `path` with `text` (UTF-8) atomically; see write_bytes."""
-    write_bytes(path, text.encode("utf-8"), mode)
+__all__ = ["append_line", "staged_dir", "write_bytes", "write_text"]
 
 
 @contextlib.contextmanager
@@ -60,7 +33,7 @@ def staged_dir(dest: Path, replace: bool = True) -> Iterator[Path]:
         else:
             with contextlib.suppress(OSError):  # a concurrent writer got there first: keep it
                 staging.rename(dest)
-        _sync_dir(dest.parent)
+        sync_dir(dest.parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

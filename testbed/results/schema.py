@@ -58,9 +58,8 @@ WHEN NEW.run_id IS NOT OLD.run_id OR NEW.started_at IS NOT OLD.started_at
 BEGIN SELECT RAISE(ABORT, 'results are append-only: only running -> final is allowed'); END;
 """
 
-_METRIC_COLUMNS = {
-    "path_metrics": """
-    path            TEXT NOT NULL,
+# The Locust figures both the paths under test and the HTTP ceilings carry.
+_HTTP_COLUMNS = """
     requests        INTEGER,
     failures        INTEGER,
     rps             REAL,
@@ -69,7 +68,11 @@ _METRIC_COLUMNS = {
     p95_ms          REAL,
     p99_ms          REAL,
     max_ms          REAL,
-    generator_bound INTEGER,
+    generator_bound INTEGER,"""
+
+_METRIC_COLUMNS = {
+    "path_metrics": """
+    path            TEXT NOT NULL,""" + _HTTP_COLUMNS + """
     mtu             INTEGER""",
     "throughput": """
     path            TEXT NOT NULL,
@@ -84,16 +87,7 @@ _METRIC_COLUMNS = {
     mem_mib         REAL""",
     "baselines": """
     path            TEXT NOT NULL,
-    kind            TEXT NOT NULL,
-    requests        INTEGER,
-    failures        INTEGER,
-    rps             REAL,
-    p50_ms          REAL,
-    p90_ms          REAL,
-    p95_ms          REAL,
-    p99_ms          REAL,
-    max_ms          REAL,
-    generator_bound INTEGER,
+    kind            TEXT NOT NULL,""" + _HTTP_COLUMNS + """
     protocol        TEXT,
     streams         INTEGER,
     gbit_s          REAL""",

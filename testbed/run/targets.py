@@ -51,7 +51,7 @@ def node_ips(provider: Provider, cluster: str) -> list[str]:
 
 def edge(provider: Provider, cluster: str) -> dict[str, Any]:
     """The edge node's internet address (where the ingress listens) and the outside client."""
-    from testbed.edge import EDGE_NODE, internet_network, outside_name
+    from testbed.edge.names import EDGE_NODE, internet_network, outside_name
 
     node = next(n for n in model.find(provider, cluster).nodes
                 if n.name == model.node_name(cluster, EDGE_NODE))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed_node import files
+from testbed_contract import atomic
 from testbed_node.cni.config import (
     NetworkConfigList,
     conflist_from_bytes,
@@ -144,7 +144,7 @@ class CniRuntime:
             doc["capabilityArgs"] = rt.capability_args
         path = self.cache_path(netconf.name, rt)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        files.write_text(path, json.dumps(doc), mode=0o600)
+        atomic.write_text(path, json.dumps(doc), mode=0o600)
 
     def _cache_doc(self, network: str, rt: RuntimeConf) -> dict[str, Any] | None:
         try:
