@@ -311,7 +311,7 @@ class Scenario(_Model):
         policies = [p.name for p in self.network_policies]
         if len(set(policies)) != len(policies):
             raise ValueError("networkPolicies: a name is used twice; allowed: unique names")
-        check_networks(self.service_cidr, self.cni.pod_cidr, self.nodes,
+        check_networks(self.service_cidr, self.cni.name, self.cni.pod_cidr, self.nodes,
                        [(s.name, s.cluster_ip) for s in self.services])
         return self
 

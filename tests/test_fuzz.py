@@ -283,6 +283,7 @@ def test_markup_in_names_and_paths_prints_verbatim(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "needle"), [
     ("serviceCIDR: 10.244.0.0/16\ncni: {podCIDR: 10.244.0.0/24}\n", "overlaps the pod CIDR"),
     ("cni: {podCIDR: 172.30.0.0/20}\n", "overlaps the node networks"),
+    ("serviceCIDR: 10.244.0.0/16\n", "the CNI default"),
     ("serviceCIDR: 172.30.5.0/24\n", "overlaps the node networks"),
     ("cni: {podCIDR: 'fd00::/64'}\n", "not an IPv4 network"),
     ("serviceCIDR: 10.96.0.1/16\n", "not an IPv4 network"),
@@ -365,6 +366,12 @@ def test_refusals_through_the_real_entry_point_have_no_traceback(tmp_path: Path)
                              text=True, timeout=60)
         assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
         assert len(res.stderr.strip().splitlines()) == 1 and scenario in res.stderr, res.stderr
+
+
+def test_pod_cidr_room_follows_the_cnis_block_size(tmp_path: Path) -> None:
+    text = "nodes: 3\ncni: {{name: {}, podCIDR: 10.10.0.0/24}}\n"
+    assert load(_write(tmp_path, "calico.yaml", text.format("calico"))).nodes == 3
+    assert "too small" in _refusal(_write(tmp_path, "flannel.yaml", text.format("flannel")))
 
 
 def test_shipped_scenarios_are_accepted() -> None:

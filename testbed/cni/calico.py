@@ -15,11 +15,12 @@ from testbed.constants import LABEL_NODE, NODE_SECURITY_OPT
 from testbed.errors import StepError, UserError
 from testbed.images.catalog import ImageSpec
 from testbed.images.gobuild import GoSource
+from testbed.networks import POD_NETWORKS
 from testbed.provider.base import ContainerSpec, Provider
 from testbed.scenario import NetworkPolicy, PolicyPort, Scenario
 
 NETWORK_NAME = "k8s-pod-network"  # install.go's default; also the profile the plugin uses
-DEFAULT_POOL_CIDR = "192.168.0.0/16"
+DEFAULT_POOL_CIDR = POD_NETWORKS["calico"][0]
 BLOCK_SIZE = 26
 VXLAN_VNI = 4096
 VXLAN_PORT = 4789

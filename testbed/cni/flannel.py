@@ -10,11 +10,12 @@ from testbed.constants import LABEL_NODE
 from testbed.errors import ProviderError
 from testbed.images.catalog import ImageSpec
 from testbed.images.gobuild import GoSource
+from testbed.networks import POD_NETWORKS
 from testbed.provider.base import ContainerSpec, Provider
 
 ETCD_PREFIX = "/coreos.com/network"
 SUBNET_ENV = "/run/flannel/subnet.env"  # flanneld --subnet-file: the node's lease
-DEFAULT_NETWORK = "10.244.0.0/16"
+DEFAULT_NETWORK = POD_NETWORKS["flannel"][0]
 VXLAN_VNI = 1
 VXLAN_PORT = 8472
 HEALTHZ_PORT = 10256 - 1  # kube-proxy owns 10256; 10255 is free on every node

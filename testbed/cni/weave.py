@@ -22,10 +22,11 @@ from testbed.errors import TestbedError, UserError
 from testbed.images.catalog import ImageSpec
 from testbed.images.gobuild import GoSource
 from testbed.lifecycle.wait import TIMEOUTS
+from testbed.networks import POD_NETWORKS
 from testbed.provider.base import ContainerSpec, Provider
 from testbed_contract.node import KERNEL_MODULE
 
-DEFAULT_RANGE = "10.32.0.0/12"
+DEFAULT_RANGE = POD_NETWORKS["weave"][0]
 CONTROL_PORT = 6783
 HTTP_ADDR = "127.0.0.1:6784"
 DB_PREFIX = "/weavedb/weave-net"
