@@ -28,13 +28,22 @@ def step(title: str) -> Iterator[None]:
                 err.print(f" [red]✗[/red] {title}")
                 raise
     else:
-        err.print(f" • {title} ...")
+        # Plain writes, unwrapped: one line each for logs and for whoever reads the progress,
+        # and nothing half-buffered if a Ctrl-C lands mid-write.
+        _line(f" • {title} ...")
         try:
             yield
         except BaseException:
-            err.print(f" ✗ {title}")
+            _line(f" ✗ {title}")
             raise
+        _line(f" ✓ {title} ({time.monotonic() - start:.1f}s)")
+        return
     err.print(f" [green]✓[/green] {title} ({time.monotonic() - start:.1f}s)")
+
+
+def _line(text: str) -> None:
+    sys.stderr.write(text + "\n")  # one write: a Ctrl-C cannot split the line from its end
+    sys.stderr.flush()
 
 
 def info(message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import ExitStack
 from types import TracebackType
 
@@ -17,6 +18,7 @@ from testbed.provider.base import Provider
 from testbed.scenario import Scenario
 
 ROLLBACK_ATTEMPTS = 3
+SETTLE_S = 0.5
 
 
 class Cluster:
@@ -94,6 +96,9 @@ class Cluster:
     def _remove(self) -> None:
         # Worker threads an interrupt left running may still be creating something (a node
         # joining a network): remove, wait for them, and remove again until nothing is left.
+        # A killed `up`'s last requests may still be completing in the engine: an incomplete
+        # cluster is looked at once more after a moment.
+        settle = not model.is_complete(self.provider, self.name)
         error: Exception | None = None
         for _ in range(ROLLBACK_ATTEMPTS):
             try:
@@ -103,6 +108,9 @@ class Cluster:
                 error = e
             drain()
             left = self.leftovers()
+            if not left and error is None and settle:
+                time.sleep(SETTLE_S)
+                left, settle = self.leftovers(), False
             if not left and error is None:
                 return
         raise ProviderError(f"cannot remove {', '.join(left) or 'everything'} "
