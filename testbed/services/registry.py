@@ -60,7 +60,8 @@ def publish(provider: Provider, cluster: str, config: Mapping[str, Any],
     writes: list[tuple[str, Mapping[str, Any]]] = [(CLUSTER_KEY, config)]
     writes += [(service_key(s.name), s.to_json()) for s in services]
     writes += [(pod_key(p.name), p.to_json()) for p in pods]
-    parallel(lambda kv: put(provider, cluster, kv[0], kv[1]), writes)
+    etcd = ClusterEtcd(provider, cluster)  # one port lookup for every write
+    parallel(lambda kv: etcd.put(kv[0], json.dumps(kv[1], sort_keys=True)), writes)
 
 
 def read_service(provider: Provider, cluster: str, name: str) -> dict[str, Any]:
