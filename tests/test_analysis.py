@@ -82,3 +82,34 @@ def test_generator_bound_points_are_never_the_knee() -> None:
     points = [sweep.Point(100, 100, 1.0), sweep.Point(200, 200, 1.0, generator_bound=True)]
     k = sweep.knee(points)
     assert k is not None and k.offered_rps == 100
+
+
+def test_flatten_names_every_metric_with_trials_in_order() -> None:
+    from testbed.analysis.metrics import flatten
+
+    summary = {
+        "paths": [{"path": "pod-to-service", "requests": 100, "failures": 5, "rps": 50.0,
+                   "p50_ms": 1.0, "p99_ms": 4.0, "trial": 2},
+                  {"path": "pod-to-service", "requests": 100, "failures": 0, "rps": 40.0,
+                   "p50_ms": 2.0, "p99_ms": 3.0, "trial": 1, "generator_bound": True}],
+        "baselines": [{"path": "node-to-node", "requests": 9, "rps": 90.0},
+                      {"path": "node-to-node", "protocol": "tcp", "streams": 1,
+                       "gbit_s": 7.5}],
+        "throughput": [{"path": "pod-to-service", "protocol": "tcp", "streams": 4,
+                        "gbit_s": 3.0}],
+        "latency": {"rows": [{"path": "pod-to-service", "kind": "rr", "p50_us": 40.0,
+                              "trial": 1}]},
+        "sweeps": {"trials": [{"ingress": {"knee_rps": 800.0}},
+                              {"ingress": {"knee_rps": 900.0}}]},
+    }
+    m = flatten(summary)
+    rps = m["paths.pod-to-service.rps"]
+    assert rps.values == [40.0, 50.0] and rps.better == "higher"
+    assert rps.generator_bound and not rps.ranked
+    assert m["paths.pod-to-service.failure_share"].values == [0.0, 0.05]
+    assert not m["baselines.node-to-node.rps"].ranked
+    assert not m["throughput.node-to-node.tcpx1.gbit_s"].ranked
+    assert m["throughput.pod-to-service.tcpx4.gbit_s"].ranked
+    assert m["latency.pod-to-service.rr.p50_us"].better == "lower"
+    assert m["sweeps.ingress.knee_rps"].values == [800.0, 900.0]
+    assert "latency.pod-to-service.rr.p99_us" not in m  # absent values make no metric
