@@ -98,9 +98,12 @@ def _sweeps(c: _Collector, trials: Iterable[Mapping[str, Any]]) -> None:
 
 def _cost(c: _Collector, trials: Iterable[Mapping[str, Any]]) -> None:
     for doc in trials:
-        for name, value in doc.items():
-            if name.endswith(("per_gbit", "per_1000_requests")):
-                c.put(f"cost.{name}", "CPU-s", "lower", value)
+        for row in _trials(doc.get("rows", [])):
+            path = str(row.get("path"))
+            for name, value in row.items():
+                if name.endswith(("per_gbit", "per_1000_requests")):
+                    c.put(f"cost.{path}.{name}", "CPU-s", "lower", value,
+                          ranked=path not in UNRANKED_PATHS)
 
 
 def _per_trial(section: Any) -> list[Mapping[str, Any]]:

@@ -20,7 +20,14 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
 
 
-class PathRow(Record):
+class TrialRecord(Record):
+    """A measured row: which trial of the run took it."""
+
+    trial: int | None = Field(None, description="1..N: the trial that measured the row (`--trials "
+                                                "N`; absent in runs stored before trials)")
+
+
+class PathRow(TrialRecord):
     """One HTTP path under Locust load."""
 
     path: str = Field(description="pod-to-service, pod-to-nodeport, outside-to-ingress, ...")
@@ -37,7 +44,7 @@ class PathRow(Record):
     mtu: int | None = Field(None, description="bytes, if recorded on the row")
 
 
-class ThroughputRow(Record):
+class ThroughputRow(TrialRecord):
     """One iperf3 measurement."""
 
     path: str = Field(description="e.g. pod-to-pod-cross-node, pod-to-service")
@@ -47,7 +54,7 @@ class ThroughputRow(Record):
     mtu: int | None = Field(None, description="bytes, if recorded on the row")
 
 
-class ResourceRow(Record):
+class ResourceRow(TrialRecord):
     """One container's CPU and memory in one phase."""
 
     container: str = Field(description="container name")
@@ -56,7 +63,7 @@ class ResourceRow(Record):
     mem_mib: float | None = Field(None, description="MiB (2^20 bytes)")
 
 
-class BaselineRow(Record):
+class BaselineRow(TrialRecord):
     """A ceiling measured the same way as the paths."""
 
     path: str = Field(description="`container-to-container` (localhost) or `node-to-node` "
@@ -84,7 +91,7 @@ class BaselineRow(Record):
         return data
 
 
-class TimeseriesRow(Record):
+class TimeseriesRow(TrialRecord):
     """One sample of one path under load."""
 
     path: str = Field(description="path")
@@ -147,6 +154,18 @@ class RunSummary(Record):
                           "version}, `release`, `module`")
     mtu: dict[str, Any] | None = Field(None, description="{path: int}: MTU of each path's "
                                                          "interface, bytes")
+    latency: dict[str, Any] | None = Field(
+        None, description="`rows` [{`path`, `kind` (`rr`: sockperf ping-pong, `crr`: wrk, a new "
+                          "connection per request), `tool`, `rate_per_s`, `p50_us`, `p90_us`, "
+                          "`p99_us`, `p999_us`, `trial`}]: round trips in microseconds")
+    cost: dict[str, Any] | None = Field(
+        None, description="`rows` [{`path`, `work` (`gbit` or `requests`), `amount`, `seconds`, "
+                          "`cni_cpu_s`, `node_cpu_s`, `cni_cpu_s_per_gbit` | "
+                          "`cni_cpu_s_per_1000_requests`, `node_cpu_s_per_...`, `trial`}]: "
+                          "CPU-seconds from the cgroup counters across each phase")
+    trials: dict[str, Any] | None = Field(
+        None, description="`n` trials run, `order` [[run ids in the order each trial measured "
+                          "them]] (compare rotates the CNIs between trials)")
     generator: dict[str, Any] | None = Field(
         None, description="`workers` [{`worker`, `cpu_pct`, `bound`}] with `threshold_pct`, or "
                           "{path: {`cpu_max`, `cpu_mean`, `bound`, `workers`}}")
