@@ -144,6 +144,8 @@ class RunSummary(Record):
     users: int | None = Field(None, description="Locust user count")
     spawn_rate: float | None = Field(None, description="users started per second")
     release: str | None = Field(None, description="the CNI release")
+    datapath: str | None = Field(None, description="the CNI backend's datapath in one line "
+                                                   "(the `why` of a verdict)")
     module: str | None = Field(None, description="the CNI's Go module")
     build_note: str | None = Field(None, description="what `--build auto` chose and why "
                                                      "(also read from `environment.build_note`)")

@@ -262,6 +262,8 @@ def execute(run: Run) -> dict[str, Any]:
     with Cluster(run.provider, run.name, keep=run.opts.keep) as handle:
         run.handle = handle
         try:
+            if run.trials > 1:
+                run.record("trials", {"n": run.trials})
             if attempt(run, SETUP):
                 for t in range(1, run.trials + 1):
                     if not trial(run, t):
@@ -326,13 +328,15 @@ def outcome(run: Run) -> dict[str, Any]:
 
 
 def start(provider: Provider, scenario: Scenario, cni: Cni, backend: str,
-          opts: RunOptions, out: Path) -> Run:
+          opts: RunOptions, out: Path, trials: int = 1) -> Run:
     """Open the run directory and its row in the results database."""
     store = Store(opts.db) if opts.db else Store()
     rundir = RunDir.create(out, cni.name, backend, store=store, meta={
         "scenario": scenario.name, "seed": scenario.load.seed, "users": scenario.load.users,
         "spawn_rate": scenario.load.spawn_rate, "duration_per_path_s": scenario.load.duration_s,
-        "paths_under_test": list(scenario.load.paths), "build": scenario.cni.build})
+        "paths_under_test": list(scenario.load.paths), "build": scenario.cni.build,
+        "datapath": cni.datapaths.get(backend, "")})
     name = f"run-{rundir.run_id[-6:]}"
-    return Run(provider, scenario, cni, backend, opts, out, name=name, rundir=rundir)
+    return Run(provider, scenario, cni, backend, opts, out, name=name, rundir=rundir,
+               trials=trials)
 
