@@ -16,7 +16,8 @@ def chart(c: Chart) -> Markup:
     else:
         body = svg.bar_chart(c.title, c.categories, [(s.name, s.values) for s in c.series],
                              y_label=c.y_label, x_label=c.x_label, chart_id=c.id,
-                             flagged=c.flagged, note=c.note)
+                             flagged=c.flagged, note=c.note,
+                             intervals=[s.intervals for s in c.series])
     return Markup(body)  # the SVG writer escapes every text it draws
 
 

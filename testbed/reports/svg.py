@@ -128,8 +128,10 @@ def _mark(text: str, chart_id: str, kind: str, title: str, names: Sequence[str])
 
 def bar_chart(title: str, categories: Sequence[str], series: Sequence[BarSeries], *,
               y_label: str, x_label: str = "", chart_id: str = "",
-              flagged: Collection[str] = (), note: str = "") -> str:
-    """Grouped bars: one group per category, one bar per series; flagged categories get ⚠."""
+              flagged: Collection[str] = (), note: str = "",
+              intervals: Sequence[Sequence[tuple[float, float] | None]] = ()) -> str:
+    """Grouped bars: one group per category, one bar per series; flagged categories get ⚠;
+    `intervals[series][category]` (low, high) are drawn as error bars."""
     names = [name for name, _ in series]
     with matplotlib.rc_context(RC):  # type: ignore[arg-type]  # typed as Literal keys
         fig, ax = _figure(title)
@@ -143,9 +145,17 @@ def bar_chart(title: str, categories: Sequence[str], series: Sequence[BarSeries]
             for c_i, value in enumerate(vals[:len(categories)]):
                 if value is None:
                     continue
-                (bar,) = ax.bar(c_i - 0.4 + (s_i + 0.5) * width, value, width * 0.95,
-                                color=PALETTE[s_i % len(PALETTE)])
+                x = c_i - 0.4 + (s_i + 0.5) * width
+                (bar,) = ax.bar(x, value, width * 0.95, color=PALETTE[s_i % len(PALETTE)])
                 bar.set_gid(f"series{s_i}-{c_i}")
+                span = intervals[s_i][c_i] if s_i < len(intervals) and \
+                    c_i < len(intervals[s_i]) else None
+                if span is not None:
+                    low, high = span
+                    err = ax.errorbar(x, value, yerr=[[max(0.0, value - low)],
+                                                      [max(0.0, high - value)]],
+                                      fmt="none", ecolor="#333333", capsize=3, linewidth=1)
+                    err.lines[2][0].set_gid(f"interval{s_i}-{c_i}")
         labels = [f"{c} {FLAG}" if c in flagged else c for c in categories]
         longest = max(len(label) for label in labels)
         turn = longest * CHAR_W_IN > WIDTH_IN * 0.85 / len(categories)

@@ -78,6 +78,15 @@ def resolve(opts: RunOptions) -> tuple[Scenario, cnis.Cni, str, Path]:
     return spec, module, backend, out
 
 
+MAX_TRIALS = 20
+
+
+def check_trials(trials: int) -> None:
+    """`--trials` repeats the measurements on the same cluster."""
+    if not 1 <= trials <= MAX_TRIALS:
+        raise UserError(f"--trials {trials} is out of range; allowed: 1 to {MAX_TRIALS}")
+
+
 def check_seed(seed: int) -> None:
     """A seed is stored in an SQLite INTEGER column."""
     if not 0 <= seed <= INT64_MAX:
