@@ -76,7 +76,7 @@ def _throughput(c: _Collector, rows: Iterable[Mapping[str, Any]]) -> None:
         base = f"throughput.{path}.{row.get('protocol', 'tcp')}x{row.get('streams', 1)}"
         ranked = path not in UNRANKED_PATHS
         c.put(f"{base}.gbit_s", "Gbit/s", "higher", row.get("gbit_s"), ranked=ranked)
-        c.put(f"{base}.loss_pct", "%", "lower", row.get("loss_pct"), ranked=ranked)
+        c.put(f"{base}.lost_pct", "%", "lower", row.get("lost_pct"), ranked=ranked)
 
 
 def _latency(c: _Collector, trials: Iterable[Mapping[str, Any]]) -> None:

@@ -37,8 +37,8 @@ NODE_PORT = 5202  # a server in a node's own network namespace (the no-CNI floor
 
 
 def _client(provider: Provider, node: str, pod: str | None, server: str,
-            extra: list[str], port: int = PORT) -> dict[str, Any]:
-    argv = ["iperf3", "-c", server, "-p", str(port), "-t", str(SECONDS), "-J", *extra]
+            extra: list[str], port: int = PORT, seconds: int = SECONDS) -> dict[str, Any]:
+    argv = ["iperf3", "-c", server, "-p", str(port), "-t", str(seconds), "-J", *extra]
     res = provider.exec(node, [*AGENT_CMD, "pod", "exec", pod, "--", *argv] if pod else argv)
     where = pod or node
     try:
@@ -51,18 +51,20 @@ def _client(provider: Provider, node: str, pod: str | None, server: str,
 
 
 def measure(provider: Provider, node: str, pod: str | None, path: str, server: str,
-            mtu: int | None = None, udp: bool = True, port: int = PORT) -> list[Throughput]:
+            mtu: int | None = None, udp: bool = True, port: int = PORT,
+            seconds: int = SECONDS) -> list[Throughput]:
     """TCP 1 stream, TCP N streams and (unless `udp` is False) UDP from a pod (or, with `pod`
     None, the node's own network namespace) to `server`."""
     out = []
     for streams in (1, STREAMS):
-        end = _client(provider, node, pod, server, ["-P", str(streams)], port)["end"]
+        end = _client(provider, node, pod, server, ["-P", str(streams)], port,
+                      seconds)["end"]
         sent = end["sum_received"]
         out.append(Throughput(path, "tcp", streams, round(sent["bits_per_second"] / 1e9, 3),
                               retransmits=end.get("sum_sent", {}).get("retransmits"), mtu=mtu))
     if udp:
         got = _client(provider, node, pod, server, ["-u", "-b", UDP_RATE, "-l", "1200"],
-                      port)["end"]["sum"]
+                      port, seconds)["end"]["sum"]
         out.append(Throughput(path, "udp", 1, round(got["bits_per_second"] / 1e9, 3),
                               lost_pct=round(float(got.get("lost_percent", 0.0)), 2), mtu=mtu))
     return out

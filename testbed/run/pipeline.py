@@ -71,6 +71,11 @@ class Run:
         p = self.scenario.load
         return Profile(p.users, p.spawn_rate, p.duration_s, p.seed)
 
+    @property
+    def probe_seconds(self) -> int:
+        """Seconds per iperf3 / sockperf / wrk measurement: the load duration, 1 to 3."""
+        return max(1, min(iperf.SECONDS, int(self.scenario.load.duration_s)))
+
     def record(self, section: str, rows: Any) -> None:
         """Durably keep a measurement the moment it exists (rows tagged with their trial)."""
         assert self.rundir is not None
@@ -223,7 +228,7 @@ def _iperf(run: Run, measured: list[Any], section: str) -> None:
         with CpuMeter(run.provider, run.name) as meter:
             found = block()
         rows += [t.summary() for t in found]
-        moved = sum(t.gbit_s * iperf.SECONDS for t in found)
+        moved = sum(t.gbit_s * run.probe_seconds for t in found)
         run.record_cost(meter.row(path, "gbit", moved))
     if section == "baselines":
         rows = [{**r, "kind": "throughput"} for r in rows]
@@ -235,13 +240,15 @@ def throughput(run: Run) -> None:
     """iperf3 node-to-node (the no-CNI floor), then pod-to-pod across nodes and
     pod-to-service, with each path's MTU and the CPU each cost."""
     p, name, spec = run.provider, run.name, run.scenario
-    _iperf(run, [("node-to-node", lambda: targets.node_throughput(p, name))], "baselines")
-    _iperf(run, targets.throughput(p, name, spec), "throughput")
+    secs = run.probe_seconds
+    _iperf(run, [("node-to-node", lambda: targets.node_throughput(p, name, secs))],
+           "baselines")
+    _iperf(run, targets.throughput(p, name, spec, secs), "throughput")
 
 
 def latency(run: Run) -> None:
     """RR and CRR round trips per path in microseconds, beside loopback and node-to-node."""
-    found = run_latency.measure(run.provider, run.name, run.scenario)
+    found = run_latency.measure(run.provider, run.name, run.scenario, run.probe_seconds)
     run.latency_rows += [{**m.summary(), "trial": run.trial} for m in found]
     run.record("latency", {"rows": run.latency_rows})
 

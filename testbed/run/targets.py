@@ -123,7 +123,7 @@ def phase(provider: Provider, cluster: str, scenario: Scenario, path: str,
     return LocustPhase(provider, path, master_place, master["ip"], workers, targets, profile)
 
 
-def throughput(provider: Provider, cluster: str, scenario: Scenario
+def throughput(provider: Provider, cluster: str, scenario: Scenario, seconds: int = iperf.SECONDS
                ) -> list[tuple[str, Callable[[], list[iperf.Throughput]]]]:
     """iperf3 from a client pod on another node to the iperf pod, direct and via its service:
     (path, measurement) pairs, so each can be metered on its own."""
@@ -138,17 +138,20 @@ def throughput(provider: Provider, cluster: str, scenario: Scenario
     node, pod = clients[0]["node_container"], clients[0]["name"]
     mtu = iperf.mtu_of(provider, node, pod)
     out = [("pod-to-pod-cross-node", lambda: iperf.measure(
-        provider, node, pod, "pod-to-pod-cross-node", server["ip"], mtu))]
+        provider, node, pod, "pod-to-pod-cross-node", server["ip"], mtu,
+        seconds=seconds))]
     svc = next((s for s in scenario.services if s.selector.get("app") == "iperf"), None)
     if svc is not None:
         ip = service(provider, cluster, svc.name)["cluster_ip"]
         # The service declares TCP only (as the scenario schema does), so no UDP through it.
         out.append(("pod-to-service", lambda: iperf.measure(
-            provider, node, pod, "pod-to-service", ip, mtu, udp=False)))
+            provider, node, pod, "pod-to-service", ip, mtu, udp=False,
+            seconds=seconds)))
     return out
 
 
-def node_throughput(provider: Provider, cluster: str) -> list[iperf.Throughput]:
+def node_throughput(provider: Provider, cluster: str, seconds: int = iperf.SECONDS
+                    ) -> list[iperf.Throughput]:
     """iperf3 node-to-node over the host network (no CNI on the path): the 1.0 of the ratios."""
     nodes = model.find(provider, cluster).nodes
     if len(nodes) < 2:
@@ -159,4 +162,4 @@ def node_throughput(provider: Provider, cluster: str) -> list[iperf.Throughput]:
     time.sleep(0.5)
     mtu = iperf.mtu_of_node(provider, client.name, str(server.ip))
     return iperf.measure(provider, client.name, None, "node-to-node", str(server.ip), mtu,
-                         port=iperf.NODE_PORT)
+                         port=iperf.NODE_PORT, seconds=seconds)
