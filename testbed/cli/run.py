@@ -96,32 +96,39 @@ def _print_run(summary: dict[str, Any]) -> None:
 @click.option("--db", default=None)
 @click.option("--trials", type=int, default=3, show_default=True,
               help="Rounds of measurements; the CNI order rotates between rounds.")
+@click.option("--mtu", "mtus", default=None, metavar="A,B,...",
+              help="An MTU sweep: every CNI once per pod MTU given.")
 @click.option("--json", "as_json", is_flag=True)
 @_errors
 def compare(cni_values: tuple[str, ...], scenario: str | None, duration: float | None,
             users: int | None, seed: int | None, out: str | None, db: str | None,
-            trials: int, as_json: bool) -> None:
+            trials: int, mtus: str | None, as_json: bool) -> None:
     """Every CNI given on the same scenario and seed, trials interleaved, then a verdict."""
     from testbed.reports import render_compare
     from testbed.run import compare as comparing
     from testbed.run import options, pipeline
 
     options.check_trials(trials)
+    sweep = options.parse_mtus(mtus)
     plans = []
-    seen: dict[tuple[str, str, str], str] = {}
-    for value in cni_values:  # validate every CNI before anything starts
+    seen: dict[tuple[str, str, str, int | None], str] = {}
+    for value, mtu in ((v, m) for v in cni_values for m in sweep):  # all checked up front
         opts = options.RunOptions(value, scenario, duration, users, None, seed, out=out, db=db)
         plans.append((opts, *options.resolve(opts)))
         spec, module, backend = plans[-1][1:4]
-        key = (module.name, backend, spec.cni.version or module.default_release)
+        if mtu is not None:
+            options.check_mtu(module, backend, mtu)
+            spec.cni.mtu = mtu
+        key = (module.name, backend, spec.cni.version or module.default_release, mtu)
         if key in seen:
             raise UserError(f"compare {value!r}: the same CNI as {seen[key]!r} "
                             f"({key[0]}:{key[1]}@{key[2]}); allowed: different CNIs, backends "
                             "or releases")
         seen[key] = value
     if len(plans) < 2:
-        raise UserError(f"compare needs at least two CNIs, got {len(plans)}; allowed: e.g. "
-                        "`python -m testbed compare flannel calico`")
+        raise UserError(f"compare needs at least two CNIs or MTUs, got {len(plans)}; allowed: "
+                        "e.g. `python -m testbed compare flannel calico` or `compare flannel "
+                        "--mtu 1200,1400`")
     provider = _provider()
     runs = [pipeline.start(provider, spec, module, backend, opts, out_dir, trials=trials)
             for opts, spec, module, backend, out_dir in plans]

@@ -144,6 +144,8 @@ class RunSummary(Record):
     users: int | None = Field(None, description="Locust user count")
     spawn_rate: float | None = Field(None, description="users started per second")
     release: str | None = Field(None, description="the CNI release")
+    cni_mtu: int | None = Field(None, description="the pod MTU asked of the CNI (`cni.mtu`, "
+                                                  "`compare --mtu`); None: the CNI's default")
     datapath: str | None = Field(None, description="the CNI backend's datapath in one line "
                                                    "(the `why` of a verdict)")
     module: str | None = Field(None, description="the CNI's Go module")

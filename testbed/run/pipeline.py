@@ -342,7 +342,7 @@ def start(provider: Provider, scenario: Scenario, cni: Cni, backend: str,
         "scenario": scenario.name, "seed": scenario.load.seed, "users": scenario.load.users,
         "spawn_rate": scenario.load.spawn_rate, "duration_per_path_s": scenario.load.duration_s,
         "paths_under_test": list(scenario.load.paths), "build": scenario.cni.build,
-        "datapath": cni.datapaths.get(backend, "")})
+        "datapath": cni.datapaths.get(backend, ""), "cni_mtu": scenario.cni.mtu})
     name = f"run-{rundir.run_id[-6:]}"
     return Run(provider, scenario, cni, backend, opts, out, name=name, rundir=rundir,
                trials=trials)
