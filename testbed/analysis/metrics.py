@@ -75,7 +75,9 @@ def _throughput(c: _Collector, rows: Iterable[Mapping[str, Any]]) -> None:
         path = str(row.get("path"))
         base = f"throughput.{path}.{row.get('protocol', 'tcp')}x{row.get('streams', 1)}"
         ranked = path not in UNRANKED_PATHS
-        c.put(f"{base}.gbit_s", "Gbit/s", "higher", row.get("gbit_s"), ranked=ranked)
+        bound = bool(row.get("generator_bound"))
+        c.put(f"{base}.gbit_s", "Gbit/s", "higher", row.get("gbit_s"), bound=bound,
+              ranked=ranked)
         c.put(f"{base}.lost_pct", "%", "lower", row.get("lost_pct"), ranked=ranked)
 
 

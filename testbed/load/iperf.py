@@ -26,6 +26,10 @@ class Throughput:
     retransmits: int | None = None
     lost_pct: float | None = None
     mtu: int | None = None
+    # iperf3's own CPU use (its JSON `cpu_utilization_percent`), client and server side.
+    sender_cpu_pct: float | None = None
+    receiver_cpu_pct: float | None = None
+    generator_bound: bool | None = None  # the sending iperf3 used a whole core
 
     def summary(self) -> dict[str, Any]:
         """The `throughput[]` entry of summary.json."""
@@ -50,6 +54,18 @@ def _client(provider: Provider, node: str, pod: str | None, server: str,
     return data
 
 
+BOUND_PCT = 95.0  # iperf3 sends from one thread: at a whole core the sender is the limit
+
+
+def _cpu(data: dict[str, Any]) -> dict[str, Any]:
+    cpu = data.get("end", {}).get("cpu_utilization_percent") or {}
+    if "host_total" not in cpu:
+        return {}
+    sender, receiver = round(float(cpu["host_total"]), 1), round(float(cpu["remote_total"]), 1)
+    return {"sender_cpu_pct": sender, "receiver_cpu_pct": receiver,
+            "generator_bound": sender >= BOUND_PCT}
+
+
 def measure(provider: Provider, node: str, pod: str | None, path: str, server: str,
             mtu: int | None = None, udp: bool = True, port: int = PORT,
             seconds: int = SECONDS) -> list[Throughput]:
@@ -57,16 +73,19 @@ def measure(provider: Provider, node: str, pod: str | None, path: str, server: s
     None, the node's own network namespace) to `server`."""
     out = []
     for streams in (1, STREAMS):
-        end = _client(provider, node, pod, server, ["-P", str(streams)], port,
-                      seconds)["end"]
+        data = _client(provider, node, pod, server, ["-P", str(streams)], port, seconds)
+        end = data["end"]
         sent = end["sum_received"]
         out.append(Throughput(path, "tcp", streams, round(sent["bits_per_second"] / 1e9, 3),
-                              retransmits=end.get("sum_sent", {}).get("retransmits"), mtu=mtu))
+                              retransmits=end.get("sum_sent", {}).get("retransmits"), mtu=mtu,
+                              **_cpu(data)))
     if udp:
-        got = _client(provider, node, pod, server, ["-u", "-b", UDP_RATE, "-l", "1200"],
-                      port, seconds)["end"]["sum"]
+        data = _client(provider, node, pod, server, ["-u", "-b", UDP_RATE, "-l", "1200"],
+                       port, seconds)
+        got = data["end"]["sum"]
         out.append(Throughput(path, "udp", 1, round(got["bits_per_second"] / 1e9, 3),
-                              lost_pct=round(float(got.get("lost_percent", 0.0)), 2), mtu=mtu))
+                              lost_pct=round(float(got.get("lost_percent", 0.0)), 2), mtu=mtu,
+                              **_cpu(data)))
     return out
 
 

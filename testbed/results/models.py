@@ -52,6 +52,14 @@ class ThroughputRow(TrialRecord):
     streams: int | None = Field(None, description="parallel streams")
     gbit_s: float | None = Field(None, description="Gbit/s (10^9 bit/s)")
     mtu: int | None = Field(None, description="bytes, if recorded on the row")
+    lost_pct: float | None = Field(None, description="UDP: datagrams lost at the set rate, %")
+    retransmits: int | None = Field(None, description="TCP: segments the sender retransmitted")
+    sender_cpu_pct: float | None = Field(None, description="the sending iperf3's CPU, % of one "
+                                                           "core (its own report)")
+    receiver_cpu_pct: float | None = Field(None, description="the receiving iperf3's CPU, %")
+    generator_bound: bool | None = Field(None, description="the sender used a whole core: the "
+                                                           "figure is the generator's limit, "
+                                                           "never ranked")
 
 
 class ResourceRow(TrialRecord):
