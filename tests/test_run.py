@@ -95,7 +95,7 @@ def test_short_run_measures_every_path_and_stores_it(cni: str, tmp_path: Path,
 def _one_path_scenario(tmp: Path) -> Path:
     """The light scenario with one path under load (each Locust phase costs ~7 s of set-up)."""
     text = (REPO_ROOT / "scenarios" / "light.yaml").read_text()
-    lines = [("load: {users: 4, spawn_rate: 4, duration_s: 3, seed: 1, workers: 1, "
+    lines = [("load: {users: 4, spawn_rate: 4, duration_s: 5, seed: 1, workers: 1, "
               "paths: [pod-to-service]}") if line.startswith("load:") else line
              for line in text.splitlines()]
     assert any("paths: [pod-to-service]" in line for line in lines)
