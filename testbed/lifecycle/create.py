@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from testbed import console, images
 from testbed.cluster import model
@@ -135,11 +136,13 @@ def start_cluster(ctx: UpContext) -> None:
     datastore keys must not need them).
     """
     n = ctx.scenario.nodes
+    began = time.monotonic()
     with pool(2 * n + 1) as workers:
 
         def configure() -> None:
             start_etcd(ctx)
             configure_datastore(ctx)
+            ctx.timings.append(("  etcd configured", time.monotonic() - began))
 
         def install(index: int, vols: dict[str, str]) -> None:
             install_plugins(ctx, NodeRef(name=model.node_name(ctx.name, index), index=index,
@@ -151,6 +154,7 @@ def start_cluster(ctx: UpContext) -> None:
             ref = start_node(ctx, index, vols)
             installed.result()
             write_conflist(ctx, ref)
+            ctx.timings.append((f"  {ref.name} started", time.monotonic() - began))
             return ref
 
         configured = workers.submit(configure)
@@ -217,6 +221,7 @@ def deploy_pods(ctx: UpContext) -> None:
     for pod, node_index, dep in ctx.scenario.pods():
         per_node[node_index].append((pod, [c.agent_spec() for c in dep.containers]))
     n = len(ctx.nodes)
+    began = time.monotonic()
     with pool(n + 1) as workers:
         internet = workers.submit(edge.start_internet, ctx) if ctx.scenario.edge else None
 
@@ -227,6 +232,7 @@ def deploy_pods(ctx: UpContext) -> None:
 
         def deploy(node: NodeRef) -> list[PodRecord]:
             added = add_pods(ctx, node, per_node[node.index])
+            ctx.timings.append((f"  {node.name}: {len(added)} pods", time.monotonic() - began))
             join(node)
             return added
 
