@@ -201,7 +201,10 @@ def add_pods(ctx: UpContext, node: NodeRef, batch: list[tuple[str, list[str]]]
     and then adds the pods, unless the CNI has a readiness check of its own to pass first."""
     agent = NodeAgent(ctx.provider, node.name)
     if ctx.cni.has_ready_check:
+        began = time.monotonic()
         wait_cni(ctx, node)
+        ctx.timings.append((f"  {node.name}: {ctx.cni.name} ready after",
+                            time.monotonic() - began))
         return agent.pod_add_many(batch) if batch else []
     if not batch:
         wait_cni(ctx, node)
