@@ -31,6 +31,10 @@ __all__ = ["UpContext"]  # the steps' shared context, re-exported for callers of
 
 ETCD_TIMEOUT = TIMEOUTS.etcd
 CNI_TIMEOUT = TIMEOUTS.cni
+# The CNI's own readiness check is two `docker exec`s (calico-node's probe is a Go binary):
+# polled every 0.1 s by every node at once it kept a 2-core machine busy while 10 nodes
+# waited for their BGP mesh, so the pause backs off to this.
+READY_POLL_MAX = 0.8
 
 
 def ensure_images(ctx: UpContext) -> None:
@@ -167,9 +171,10 @@ def start_cni(ctx: UpContext) -> None:
     """The CNI daemons, one set per node, each sharing its node's network namespace."""
     cluster = ctx.ref
     specs = [s for n in ctx.nodes for s in ctx.cni.daemon_specs(cluster, n)]
+    labels = ctx.labels()
     for s in specs:
-        s.labels = {**ctx.labels(), **s.labels}
-    parallel(ctx.provider.run, specs)
+        s.labels = {**labels, **s.labels}
+    parallel(ctx.provider.run, specs, workers=min(len(specs), 16))
 
 
 def cni_logs(ctx: UpContext, node: NodeRef) -> str:
@@ -192,7 +197,7 @@ def wait_cni(ctx: UpContext, node: NodeRef) -> None:
                         f"{cni_logs(ctx, node)}")
     until(lambda: ctx.cni.ready(ctx.provider, node.name), CNI_TIMEOUT,
           f"{ctx.cni.name} on {node.name} to report ready", lambda: cni_logs(ctx, node),
-          interval=0.1)
+          interval=0.1, max_interval=READY_POLL_MAX)
 
 
 def add_pods(ctx: UpContext, node: NodeRef, batch: list[tuple[str, list[str]]]
