@@ -57,7 +57,7 @@ def test_table_and_plots_show_every_size_and_an_error() -> None:
     text = table(rows)
     assert "20/20" in text and "6/6" in text and "ERROR: StepError: boom" in text
     svgs = plots(rows)
-    assert set(svgs) == {"up.svg", "convergence.svg", "up-over-floor.svg"}
+    assert set(svgs) == {"up.svg", "convergence.svg", "up-over-floor.svg", "up-cpu-per-pod.svg"}
     assert all(s.lstrip().startswith("<svg") or "<svg" in s[:400] for s in svgs.values())
     assert 'data-series="calico:bgp control plane"' in svgs["convergence.svg"]
 

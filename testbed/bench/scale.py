@@ -73,6 +73,14 @@ def check_passes(provider: Provider, name: str, timeout: float) -> tuple[float |
     return None, len(cases)
 
 
+def cpu_seconds(provider: Provider, name: str) -> float:
+    """CPU-seconds the cluster's containers have used so far (etcd, nodes with their pods and
+    CNI plugins, CNI daemons): the work of `up`, robust to a noisy neighbour's load."""
+    infos = [c for c in provider.containers(cluster=name) if c.status == "running"]
+    return sum(u.cpu_s for u in parallel(lambda c: provider.stats(c.name, one_shot=True),
+                                         infos, workers=16))
+
+
 def idle_usage(provider: Provider, name: str, seconds: float) -> dict[str, Any]:
     """Per node, memory of the node (its pods included) and its CNI daemons; the daemons'
     CPU over a window of `seconds` (cgroup counters, read twice)."""
@@ -119,6 +127,7 @@ def one(provider: Provider, label: str, nodes: int, per_node: int, name: str,
                        failed_after_s=round(time.monotonic() - t0, 2))
             return row
         up_s = time.monotonic() - t0
+        up_cpu = cpu_seconds(provider, name)
         addressed = sum(1 for p in ctx.pods if p.get("ip"))
         ips = {n.name: n.ip for n in ctx.nodes}
         cp_s, cp = converge.wait(provider, module.name, name, ips, backend)
@@ -128,6 +137,8 @@ def one(provider: Provider, label: str, nodes: int, per_node: int, name: str,
         usage = idle_usage(provider, name, idle_s)
         row.update({
             "up_s": round(up_s, 2), "up_over_floor": round(up_s / floor_up, 2),
+            "up_cpu_s": round(up_cpu, 1),
+            "up_cpu_s_per_pod": round(up_cpu / max(1, nodes * per_node), 3),
             "pods_addressed": addressed,
             "control_plane_s": round(cp_at, 2) if cp_at is not None else None,
             "control_plane": cp,

@@ -33,10 +33,15 @@ def plots(rows: list[dict[str, Any]]) -> dict[str, str]:
         note="control plane: BGP full mesh Established / flannel leases, routes, FDB")
     ratio = line_chart("up over the same-run floor", _series(rows, "up_over_floor"),
                        x_label="nodes", y_label="up / floor", chart_id="scale-ratio")
-    return {"up.svg": up, "convergence.svg": conv, "up-over-floor.svg": ratio}
+    cpu = line_chart("CPU-seconds of up per pod", _series(rows, "up_cpu_s_per_pod"),
+                     x_label="nodes", y_label="CPU-s / pod", chart_id="scale-cpu",
+                     note="flat = linear in pods; the cluster's containers' cgroup counters")
+    return {"up.svg": up, "convergence.svg": conv, "up-over-floor.svg": ratio,
+            "up-cpu-per-pod.svg": cpu}
 
 
-COLUMNS = ("cni", "nodes", "pods", "up_s", "floor_up_s", "up_over_floor", "control_plane_s",
+COLUMNS = ("cni", "nodes", "pods", "up_s", "floor_up_s", "up_over_floor", "up_cpu_s",
+           "control_plane_s",
            "check_passed_s", "bgp", "mem_per_node_mib", "cni_mem_mib", "cni_cpu_pct", "down_s",
            "down_over_floor")
 
