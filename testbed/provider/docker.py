@@ -331,12 +331,17 @@ class DockerProvider:
             for net in self.client.networks.list(filters=flt):
                 with contextlib.suppress(docker.errors.NotFound):
                     net.remove()
-            for vol in self.client.volumes.list(filters=flt):
-                with contextlib.suppress(docker.errors.NotFound):
-                    vol.remove(force=True)
+            # each node has volumes of its own: removed side by side, as the containers
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                list(pool.map(_remove_volume, self.client.volumes.list(filters=flt)))
         except docker.errors.APIError as e:  # e.g. a container joined meanwhile: retry
             raise ProviderError(f"cannot remove everything of {cluster}: {e.explanation}"
                                 ) from e
+
+
+def _remove_volume(vol: Any) -> None:
+    with contextlib.suppress(docker.errors.NotFound):
+        vol.remove(force=True)
 
 
 def _remove(c: Container) -> None:
