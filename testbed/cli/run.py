@@ -30,12 +30,15 @@ MAX_LAST = 100_000  # runs rendered in one report
 @click.option("--db", default=None, help="Results database (default per-user, or $TESTBED_DB).")
 @click.option("--image", "image_overrides", multiple=True, metavar="ROLE=REF")
 @click.option("--build", type=click.Choice(["auto", "upstream", "source"]), default=None)
+@click.option("--sweep/--no-sweep", default=None,
+              help="The open-loop vegeta sweep after Locust (default: the scenario's "
+                   "sweep.enabled, on).")
 @click.option("--json", "as_json", is_flag=True)
 @_errors
 def run_(cni_value: str, scenario: str | None, duration: float | None, users: int | None,
          spawn_rate: float | None, seed: int | None, web: bool, web_port: int, keep: bool,
          out: str | None, db: str | None, image_overrides: tuple[str, ...], build: str | None,
-         as_json: bool) -> None:
+         sweep: bool | None, as_json: bool) -> None:
     """Up, check, ceilings, Locust load per path, iperf3, store, report, down."""
     from testbed.run import options, pipeline
 
@@ -50,6 +53,8 @@ def run_(cni_value: str, scenario: str | None, duration: float | None, users: in
         check_overrides(module, spec.cni.images)
     if build:
         spec.cni.build = build  # type: ignore[assignment]
+    if sweep is not None:
+        spec.sweep.enabled = sweep
     provider = _provider()
     if web:
         from testbed.run import web as web_ui

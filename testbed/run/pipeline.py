@@ -24,7 +24,7 @@ from testbed.load.locust import LocustPhase, PhaseResult, Profile
 from testbed.provider.base import Provider
 from testbed.results import RunDir, Store
 from testbed.results.atomic import write_text
-from testbed.run import targets
+from testbed.run import sweeps, targets
 from testbed.run.options import RunOptions
 from testbed.scenario import Scenario
 
@@ -208,6 +208,7 @@ STEPS: list[Step[Run]] = [
     Step("Bringing the cluster up", bring_up), Step("Checking the paths under test", check_paths),
     Step("Measuring idle resources", idle_resources),
     Step("Measuring ceilings", ceilings, quiet=True), Step("Driving load", load, quiet=True),
+    Step("Sweeping offered load (vegeta)", sweeps.sweep, quiet=True),
     Step("Measuring throughput (iperf3)", throughput)]
 
 
