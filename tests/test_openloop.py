@@ -123,3 +123,26 @@ def test_scenario_sweep_block_defaults_and_one_line_refusals() -> None:
         with pytest.raises(UserError, match=said) as e:
             validate({"sweep": bad}, "s.yaml")
         assert "\n" not in str(e.value) and "allowed" in str(e.value)
+
+
+def test_the_report_plots_ranked_points_per_path_and_notes_generator_bound_ones() -> None:
+    from testbed.reports import html, sweeps
+
+    def pt(rate: float, p99: float, bound: bool = False) -> dict[str, object]:
+        return sweep.Point(rate, rate, p99, bound, errors={"timeout": 2} if bound else {}
+                           ).summary()
+
+    s = {"sweeps": {"pod-to-service": {"p99_objective_ms": 10.0, "knee_rps": 200.0,
+                                       "points": [pt(100, 1.0), pt(200, 2.0), pt(300, 50, True)]},
+                    "ingress": {"p99_objective_ms": 10.0, "knee_rps": None,
+                                "points": [pt(50, 20.0)]}}}
+    (sec,) = sweeps.sections(s, "r1-")
+    chart = sec.charts[0]
+    assert [x.name for x in chart.series] == ["pod-to-service", "ingress", "p99 objective 10 ms"]
+    assert chart.series[0].points == [(100.0, 1.0), (200.0, 2.0)]
+    assert "pod-to-service 300" in chart.note and chart.log_y
+    assert sec.tables[0].rows[1][1] is None  # ingress: no knee
+    assert "timeout 2" in sec.tables[1].rows[2]
+    drawn = html.chart(chart)
+    assert drawn.count('data-series="pod-to-service"') >= 1 and 'data-kind="line"' in drawn
+    assert sweeps.sections({}) == []
