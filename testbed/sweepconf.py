@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from testbed.analysis.sweep import DEFAULT_P99_MS, fractions
 
-DEFAULT_STEPS = 6  # 20% .. 120% of the ceiling: with 3 s steps about 20 s per path
+DEFAULT_STEPS = 6  # 20% .. 120% of the ceiling: with 2 s steps about 15 s of load per path
 
 
 class SweepProfile(BaseModel):
@@ -18,8 +18,8 @@ class SweepProfile(BaseModel):
     enabled: bool = True
     fractions: list[float] | None = Field(default=None, min_length=1, max_length=50)
     steps: int | None = Field(default=None, ge=1, le=50)
-    step_s: float = Field(default=3.0, ge=1, le=600)
-    ceiling_s: float = Field(default=3.0, ge=1, le=60)
+    step_s: float = Field(default=2.0, ge=1, le=600)
+    ceiling_s: float = Field(default=2.0, ge=1, le=60)
     p99_ms: float = Field(default=DEFAULT_P99_MS, gt=0, le=60000)
 
     @field_validator("fractions")

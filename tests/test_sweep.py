@@ -8,8 +8,10 @@ import pytest
 from conftest import start
 
 from testbed.analysis import sweep as analysis
+from testbed.load import openloop
+from testbed.provider.base import Provider
 from testbed.provider.docker import DockerProvider
-from testbed.run import sweeps
+from testbed.run import sweeps, targets
 from testbed.scenario import Scenario, load
 
 pytestmark = pytest.mark.docker
@@ -20,8 +22,9 @@ STEPS = 4  # 30%, 60%, 90%, 120% of the measured ceiling
 class _Run:
     """The parts of pipeline.Run a sweep uses, recording in memory."""
 
-    def __init__(self, provider: DockerProvider, scenario: Scenario, name: str) -> None:
-        self.provider, self.scenario, self.name, self.load_s = provider, scenario, name, 0.0
+    def __init__(self, provider: Provider, scenario: Scenario, name: str) -> None:
+        self.provider: Provider = provider
+        self.scenario, self.name, self.load_s = scenario, name, 0.0
         self.recorded: dict[str, Any] = {}
 
     def record(self, section: str, rows: Any) -> None:
@@ -37,7 +40,13 @@ def test_a_short_sweep_gives_the_planned_points_and_a_rising_p99(
     with start(provider, "sweep", "flannel:vxlan", nodes=2, scenario=spec) as running:
         run = _Run(provider, spec, running.name)
         sweeps.sweep(run)
-    row = run.recorded["pod-to-service"]
+        row = run.recorded["pod-to-service"]
+        # the lowest rate once more, right after: how far two identical steps differ here now
+        target = openloop.Target(
+            targets.generator_place(provider, running.name, spec, "pod-to-service"),
+            tuple(targets.http_target(provider, running.name, spec, "pod-to-service")["urls"]))
+        again = openloop.attack(provider, "pod-to-service", target,
+                                row["points"][0]["offered_rps"], spec.sweep.step_s)
     assert row["ceiling_rps"] > 100 and row["generator_ceiling_rps"] > 100
     points = [analysis.Point(**p) for p in row["points"]]
     assert len(points) == STEPS
@@ -49,15 +58,16 @@ def test_a_short_sweep_gives_the_planned_points_and_a_rising_p99(
     assert run.load_s > STEPS * 2
     ranked = [p for p in points if not p.generator_bound]
     assert ranked, "every point generator-bound: nothing to rank"
-    # Monotone within noise. On this shared 2-core machine one scheduler stall of a few ms at
-    # any step moves a 2 s step's p99 (its ~20 slowest of a few thousand requests) by several
-    # ms, and back-to-back identical steps were seen to differ by up to 2x; so the curve must
-    # not fall below half its lowest-rate p99 less 2 ms. A curve that truly fell (the top
-    # rates faster than the bottom one) fails this.
-    first = ranked[0].p99_ms
-    floor = 0.5 * first - 2.0
-    assert ranked[-1].p99_ms >= floor, [(p.offered_rps, p.p99_ms) for p in points]
+    # Monotone within the noise measured in this run. On this shared 2-core machine a few
+    # scheduler stalls move a 2 s step's p99 (its slowest 1%) by anything from 1 ms to hundreds
+    # (seen: 370 ms at 225 rps while other clusters started, 7 ms at 2000 rps when quiet), so
+    # the tolerance is how far the same lowest-rate step, repeated right after, moved, plus
+    # 2 ms. A curve whose top falls below its bottom by more than that fails.
+    noise = abs(again.p99_ms - low.p99_ms) + 2.0
+    floor = ranked[0].p99_ms - noise
+    curve = [(p.offered_rps, p.p99_ms) for p in points]
+    assert ranked[-1].p99_ms >= floor, (curve, again.p99_ms)
     held = [p for p in ranked if p.held]
-    assert held and held[-1].p99_ms >= floor
+    assert held and held[-1].p99_ms >= floor, (curve, again.p99_ms)
     k = analysis.knee(points, row["p99_objective_ms"])
     assert row["knee_rps"] == (k.offered_rps if k else None)

@@ -28,27 +28,37 @@ CEILING_WORKERS = 64  # concurrency of an unbounded-rate (closed-loop) ceiling r
 # worker: seconds of SYN retransmits, measured here); capped, a path that cannot keep up makes
 # the pacer fall behind instead, so the step is not held (sent and achieved below offered).
 MAX_WORKERS = 128
-TIMEOUT_S = 5
+TIMEOUT_S = 2  # a request unanswered this long is an error (200x a 10 ms objective)
 SAMPLE_S = 0.5
 WORKDIR = "/tmp/testbed-vegeta"
 
-# $1 workdir, $2 targets (vegeta's http format), then vegeta attack's own flags.
+# $1 workdir, $2 targets (vegeta's http format), $3 the rates, one step each ("0": as fast as
+# CEILING_WORKERS go), $4 seconds per step. All steps in one exec: no per-step start-up.
 SCRIPT = r"""
-dir=$1; mkdir -p "$dir"; printf '%s' "$2" > "$dir/targets"; shift 2
-vegeta -cpus=@CPUS@ attack -targets="$dir/targets" -output="$dir/results.bin" "$@" &
-pid=$!
+dir=$1; mkdir -p "$dir"; printf '%s' "$2" > "$dir/targets"; rates=$3; dur=$4
 hz=$(getconf CLK_TCK)
-while s=$(cat /proc/$pid/stat 2>/dev/null); do
-  case "${s##*) }" in Z*) break;; esac
-  echo "cpu $(cut -d' ' -f1 /proc/uptime) $hz ${s##*) }"
-  sleep @SAMPLE@
+for rate in $rates; do
+  echo "--step $rate"
+  if [ "$rate" = 0 ]; then flags="-rate=0 -max-workers=@CW@"
+  else flags="-rate=$rate/1s -max-workers=@MW@"; fi
+  vegeta -cpus=@CPUS@ attack -targets="$dir/targets" -output="$dir/results.bin" \
+    -duration="$dur"s -timeout=@TO@s $flags &
+  pid=$!
+  while s=$(cat /proc/$pid/stat 2>/dev/null); do
+    case "${s##*) }" in Z*) break;; esac
+    echo "cpu $(cut -d' ' -f1 /proc/uptime) $hz ${s##*) }"
+    sleep @SAMPLE@
+  done
+  wait $pid; rc=$?
+  echo "rc $rc"
+  [ $rc = 0 ] || exit $rc
+  echo "--json"; vegeta report -type=json "$dir/results.bin"; echo
+  echo "--hdr"; vegeta report -type=hdrplot "$dir/results.bin"
 done
-wait $pid; rc=$?
-echo "rc $rc"
-[ $rc = 0 ] || exit $rc
-echo "--json"; vegeta report -type=json "$dir/results.bin"; echo
-echo "--hdr"; vegeta report -type=hdrplot "$dir/results.bin"
-""".replace("@CPUS@", str(CPUS)).replace("@SAMPLE@", str(SAMPLE_S))
+"""
+for _k, _v in {"@CPUS@": CPUS, "@SAMPLE@": SAMPLE_S, "@CW@": CEILING_WORKERS,
+               "@MW@": MAX_WORKERS, "@TO@": TIMEOUT_S}.items():
+    SCRIPT = SCRIPT.replace(_k, str(_v))
 
 _STATUS = re.compile(r"^\d{3} ")  # vegeta's message for an HTTP answer, not a transport error
 _HDR_ROW = re.compile(r"^\s*([\d.]+)\s+([\d.]+)\s+\d+\s+[\d.]+\s*$", re.M)
@@ -158,18 +168,24 @@ def parse(path: str, offered: float, out: str) -> Point:
                  generator_cpu_max=peak, generator_cpu_mean=mean)
 
 
-def attack(provider: Provider, path: str, target: Target, rate: float, duration_s: float
-           ) -> Point:
-    """vegeta at `rate` requests/s for `duration_s` (rate 0: as fast as CEILING_WORKERS
-    connections go, a closed-loop ceiling run)."""
-    flags = [f"-duration={duration_s:g}s", f"-timeout={TIMEOUT_S}s"]
-    if rate > 0:
-        flags += [f"-rate={rate:g}/1s", f"-max-workers={MAX_WORKERS}"]
-    else:
-        flags += ["-rate=0", f"-max-workers={CEILING_WORKERS}"]
-    argv = ["sh", "-c", SCRIPT, "sh", f"{WORKDIR}/{path}", target.text(), *flags]
+def attack_steps(provider: Provider, path: str, target: Target, rates: list[float],
+                 duration_s: float) -> list[Point]:
+    """vegeta at each rate in turn (requests/s) for `duration_s` each; rate 0 is as fast as
+    CEILING_WORKERS connections go (a closed-loop ceiling run)."""
+    argv = ["sh", "-c", SCRIPT, "sh", f"{WORKDIR}/{path}", target.text(),
+            " ".join(f"{r:g}" for r in rates), f"{duration_s:g}"]
     res = provider.exec(target.place.container, target.place.argv(argv))
     if res.exit_code != 0:
         raise StepError(f"{path}: vegeta in {target.place} exited {res.exit_code}: "
                         f"{(res.stderr or res.stdout).strip()[-300:]}")
-    return parse(path, rate, res.stdout)
+    chunks = res.stdout.split("--step ")[1:]
+    if len(chunks) != len(rates):
+        raise StepError(f"{path}: vegeta ran {len(chunks)} of {len(rates)} steps: "
+                        f"{res.stdout.strip()[-300:]}")
+    return [parse(path, rate, chunk) for rate, chunk in zip(rates, chunks, strict=True)]
+
+
+def attack(provider: Provider, path: str, target: Target, rate: float, duration_s: float
+           ) -> Point:
+    """One step of attack_steps."""
+    return attack_steps(provider, path, target, [rate], duration_s)[0]

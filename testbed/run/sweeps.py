@@ -55,12 +55,13 @@ def sweep_path(provider: Provider, path: str, target: openloop.Target,
     ceiling = openloop.attack(provider, path, target, 0, ceiling_s)
     if ceiling.achieved_rps <= 0:
         raise StepError(f"{path}: the ceiling run got no answers ({ceiling.errors})")
-    points = []
-    for rate in plan(ceiling.achieved_rps, fractions):
-        p = openloop.attack(provider, path, target, rate, step_s)
-        console.progress(f"{rate:g} rps offered: {p.achieved_rps:g} achieved, p99 "
+    rates = plan(ceiling.achieved_rps, fractions)
+    console.progress(f"ceiling {ceiling.achieved_rps:g} rps; offering {len(rates)} rates "
+                     f"{rates[0]:g}..{rates[-1]:g} rps, {step_s:g}s each")
+    points = openloop.attack_steps(provider, path, target, rates, step_s)
+    for p in points:
+        console.progress(f"{p.offered_rps:g} rps offered: {p.achieved_rps:g} achieved, p99 "
                          f"{p.p99_ms:g} ms{' (generator-bound)' if p.generator_bound else ''}")
-        points.append(p)
     best = knee(points, p99_ms)
     return {"ceiling_rps": ceiling.achieved_rps, "ceiling_how": CEILING_HOW,
             "ceiling_generator_bound": ceiling.generator_bound,
