@@ -93,8 +93,11 @@ def _latency(c: _Collector, trials: Iterable[Mapping[str, Any]]) -> None:
 def _sweeps(c: _Collector, trials: Iterable[Mapping[str, Any]]) -> None:
     for doc in trials:
         for path, sweep in doc.items():
-            if isinstance(sweep, Mapping):
-                c.put(f"sweeps.{path}.knee_rps", "req/s", "higher", sweep.get("knee_rps"),
+            if not isinstance(sweep, Mapping):
+                continue
+            knees = sweep.get("trial_knees")  # a run of several trials keeps each one's knee
+            for value in knees if isinstance(knees, list) else [sweep.get("knee_rps")]:
+                c.put(f"sweeps.{path}.knee_rps", "req/s", "higher", value,
                       bound=bool(sweep.get("generator_bound")))
 
 

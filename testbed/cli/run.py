@@ -33,12 +33,15 @@ MAX_LAST = 100_000  # runs rendered in one report
 @click.option("--build", type=click.Choice(["auto", "upstream", "source"]), default=None)
 @click.option("--trials", type=int, default=1, show_default=True,
               help="Repeat the measurements N times on the same cluster (medians, intervals).")
+@click.option("--sweep/--no-sweep", default=None,
+              help="The open-loop vegeta sweep after Locust (default: the scenario's "
+                   "sweep.enabled, on).")
 @click.option("--json", "as_json", is_flag=True)
 @_errors
 def run_(cni_value: str, scenario: str | None, duration: float | None, users: int | None,
          spawn_rate: float | None, seed: int | None, web: bool, web_port: int, keep: bool,
          out: str | None, db: str | None, image_overrides: tuple[str, ...], build: str | None,
-         trials: int, as_json: bool) -> None:
+         trials: int, sweep: bool | None, as_json: bool) -> None:
     """Up, check, ceilings, Locust load per path, iperf3, store, report, down."""
     from testbed.run import options, pipeline
 
@@ -54,6 +57,8 @@ def run_(cni_value: str, scenario: str | None, duration: float | None, users: in
         check_overrides(module, spec.cni.images)
     if build:
         spec.cni.build = build  # type: ignore[assignment]
+    if sweep is not None:
+        spec.sweep.enabled = sweep
     provider = _provider()
     if web:
         from testbed.run import web as web_ui

@@ -33,6 +33,7 @@ class Chart:
     series: list[Series] = field(default_factory=list)
     flagged: list[str] = field(default_factory=list)
     note: str = ""
+    log_y: bool = False  # line charts: a logarithmic y axis, a marker per point
 
 
 @dataclass

@@ -20,6 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
@@ -171,8 +172,9 @@ def bar_chart(title: str, categories: Sequence[str], series: Sequence[BarSeries]
 
 
 def line_chart(title: str, series: Sequence[LineSeries], *, x_label: str, y_label: str,
-               chart_id: str = "", note: str = "") -> str:
-    """One line per series over a shared numeric x axis (e.g. seconds since load start)."""
+               chart_id: str = "", note: str = "", log_y: bool = False) -> str:
+    """One line per series over a shared numeric x axis (e.g. seconds since load start);
+    `log_y`: a logarithmic y axis with a marker on every point (latency versus load)."""
     names = [name for name, _ in series]
     with matplotlib.rc_context(RC):  # type: ignore[arg-type]  # typed as Literal keys
         fig, ax = _figure(title)
@@ -184,9 +186,16 @@ def line_chart(title: str, series: Sequence[LineSeries], *, x_label: str, y_labe
             if not pts:
                 continue
             xs, ys = zip(*sorted(pts), strict=True)
-            (line,) = ax.plot(xs, ys, color=PALETTE[s_i % len(PALETTE)], linewidth=2)
+            (line,) = ax.plot(xs, ys, color=PALETTE[s_i % len(PALETTE)], linewidth=2,
+                              marker="o" if log_y else None, markersize=4)
             line.set_gid(f"series{s_i}")
         ax.set_xlim(left=0)
-        ax.set_ylim(bottom=0)
+        if log_y:
+            ax.set_yscale("log")
+            # plain numbers: the default 10^n labels are mathtext, which is off here
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.grid(True, which="major", axis="y")
+        else:
+            ax.set_ylim(bottom=0)
         _finish(fig, ax, names, x_label, y_label, note)
         return _svg(fig, chart_id, "line", title, names)

@@ -181,6 +181,14 @@ class RunSummary(Record):
     generator: dict[str, Any] | None = Field(
         None, description="`workers` [{`worker`, `cpu_pct`, `bound`}] with `threshold_pct`, or "
                           "{path: {`cpu_max`, `cpu_mean`, `bound`, `workers`}}")
+    sweeps: dict[str, Any] | None = Field(
+        None, description="{path: {`ceiling_rps`, `ceiling_how`, `generator_ceiling_rps`, "
+                          "`generator`, `p99_objective_ms`, `step_s`, `knee_rps` (null: no "
+                          "rate held), `points` [{`offered_rps`, `achieved_rps`, `sent_rps`, "
+                          "`p50_ms`, `p90_ms`, `p99_ms`, `p999_ms`, `requests`, `error_share`, "
+                          "`errors` {kind: count}, `generator_bound`, `generator_cpu_max`, "
+                          "`generator_cpu_mean`}], `trial`, `trial_knees` [each trial's knee]}}: "
+                          "vegeta's open-loop sweep (the latest trial's), ms and rps")
 
 
 class CheckCase(BaseModel):

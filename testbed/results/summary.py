@@ -26,7 +26,8 @@ ROW_SECTIONS: dict[str, tuple[str, ...]] = {
     "timeseries": ("path", "t", "trial"),
 }
 # Dict sections: merged key by key ("meta" is merged into the top level of the summary).
-DICT_SECTIONS = ("meta", "environment", "mtu", "generator", "latency", "cost", "trials")
+DICT_SECTIONS = ("meta", "environment", "mtu", "generator", "latency", "cost", "trials",
+                 "sweeps")
 SECTIONS = (*ROW_SECTIONS, *DICT_SECTIONS)
 
 # Column order for CSVs and for reading (the row models' fields); other keys are kept, after.

@@ -27,7 +27,7 @@ from testbed.results import RunDir, Store
 from testbed.results.atomic import write_text
 from testbed.results.summary import ROW_SECTIONS
 from testbed.run import latency as run_latency
-from testbed.run import targets
+from testbed.run import sweeps, targets
 from testbed.run.options import RunOptions
 from testbed.scenario import Scenario
 
@@ -62,6 +62,7 @@ class Run:
     trial: int = 1  # the trial being measured (every row recorded carries it)
     latency_rows: list[dict[str, Any]] = field(default_factory=list)
     cost_rows: list[dict[str, Any]] = field(default_factory=list)
+    knees: dict[str, list[float | None]] = field(default_factory=dict)  # path -> per trial
     interrupted: bool = False
     failure: TestbedError | None = None
 
@@ -82,6 +83,11 @@ class Run:
         if section in ROW_SECTIONS:
             rows = [{**r, "trial": self.trial} for r in ([rows] if isinstance(rows, dict)
                                                           else rows)]
+        elif section == "sweeps":  # {path: the latest trial's sweep, with every trial's knee}
+            for path, row in rows.items():
+                self.knees.setdefault(path, []).append(row.get("knee_rps"))
+            rows = {path: {**row, "trial": self.trial, "trial_knees": self.knees[path]}
+                    for path, row in rows.items()}
         self.rundir.record_partial(section, rows)
 
     def record_cost(self, row: dict[str, Any] | None) -> None:
@@ -259,6 +265,7 @@ SETUP: list[Step[Run]] = [
 # Repeated --trials times on the same cluster.
 TRIAL: list[Step[Run]] = [
     Step("Measuring ceilings", ceilings, quiet=True), Step("Driving load", load, quiet=True),
+    Step("Sweeping offered load (vegeta)", sweeps.sweep, quiet=True),
     Step("Measuring RR/CRR latency (sockperf, wrk)", latency),
     Step("Measuring throughput (iperf3)", throughput)]
 

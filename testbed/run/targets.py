@@ -78,6 +78,38 @@ def first_service_port(scenario: Scenario) -> tuple[str, int, int | None]:
     return svc.name, svc.ports[0].port, svc.ports[0].node_port
 
 
+def http_target(provider: Provider, cluster: str, scenario: Scenario, path: str
+                ) -> dict[str, Any]:
+    """The URLs (and headers) of a path's HTTP load, as Locust and vegeta both use them."""
+    svc_name, port, node_port = first_service_port(scenario)
+    if path == "pod-to-service":
+        ip = service(provider, cluster, svc_name)["cluster_ip"]
+        return {"urls": [f"http://{ip}:{port}/"]}
+    if path == "nodeport":
+        if node_port is None:
+            raise StepError(f"service {svc_name} has no nodePort to load")
+        return {"urls": [f"http://{ip}:{node_port}/" for ip in node_ips(provider, cluster)]}
+    if path == "ingress":
+        facts = edge(provider, cluster)
+        rule = scenario.ingress[0]
+        return {"urls": [f"http://{facts['ingress_ip']}:80{rule.paths[0].path}"],
+                "headers": {"Host": rule.host}}
+    if path == "container-to-container":
+        return {"urls": ["http://127.0.0.1:8080/"]}
+    raise StepError(f"unknown load path {path!r}")
+
+
+def generator_place(provider: Provider, cluster: str, scenario: Scenario, path: str) -> Place:
+    """Where a single-process generator for `path` runs: the outside client for ingress, else
+    a client pod on another node than the first (where Locust's workers run)."""
+    if path == "ingress":
+        return Place(edge(provider, cluster)["outside"])
+    clients = client_pods(provider, cluster, scenario)
+    first = clients[0]["node_container"]
+    c = next((c for c in clients if c["node_container"] != first), clients[0])
+    return Place(c["node_container"], c["name"])
+
+
 def phase(provider: Provider, cluster: str, scenario: Scenario, path: str,
           profile: Profile) -> LocustPhase:
     """The master, workers and targets of one path's Locust phase."""
@@ -89,27 +121,7 @@ def phase(provider: Provider, cluster: str, scenario: Scenario, path: str,
         or clients[1:] or clients
     count = scenario.load.workers
     workers = [Place(c["node_container"], c["name"]) for c in (others * count)[:count]]
-    svc_name, port, node_port = first_service_port(scenario)
-    targets: dict[str, Any]
-    if path == "pod-to-service":
-        ip = service(provider, cluster, svc_name)["cluster_ip"]
-        targets = {path: {"urls": [f"http://{ip}:{port}/"]}}
-    elif path == "nodeport":
-        if node_port is None:
-            raise StepError(f"service {svc_name} has no nodePort to load")
-        targets = {path: {"urls": [f"http://{ip}:{node_port}/"
-                                   for ip in node_ips(provider, cluster)]}}
-    elif path == "ingress":
-        facts = edge(provider, cluster)
-        rule = scenario.ingress[0]
-        targets = {path: {"urls": [f"http://{facts['ingress_ip']}:80{rule.paths[0].path}"],
-                          "headers": {"Host": rule.host}}}
-        outside = facts["outside"]
-        return LocustPhase(provider, path, Place(outside), "127.0.0.1",
-                           [Place(outside)] * count, targets, profile)
-    elif path == "container-to-container":
-        targets = {path: {"urls": ["http://127.0.0.1:8080/"]}}
-    elif path == "node-to-node":
+    if path == "node-to-node":
         nodes = model.find(provider, cluster).nodes
         server, client = nodes[min(1, len(nodes) - 1)], nodes[-1]
         provider.spawn(server.name, ["python3", "-m", WORKLOAD_MODULE, "--port",
@@ -118,8 +130,11 @@ def phase(provider: Provider, cluster: str, scenario: Scenario, path: str,
         head = nodes[0]
         return LocustPhase(provider, path, Place(head.name), head.ip or "",
                            [Place(client.name)] * count, targets, profile)
-    else:
-        raise StepError(f"unknown load path {path!r}")
+    targets = {path: http_target(provider, cluster, scenario, path)}
+    if path == "ingress":
+        outside = edge(provider, cluster)["outside"]
+        return LocustPhase(provider, path, Place(outside), "127.0.0.1",
+                           [Place(outside)] * count, targets, profile)
     return LocustPhase(provider, path, master_place, master["ip"], workers, targets, profile)
 
 
