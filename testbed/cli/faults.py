@@ -29,6 +29,8 @@ def fault(name: str, kind: str, target: str | None, for_: str | None, rate: str,
     from testbed.faults import control, runner, spec
     from testbed.faults.facts import Facts
 
+    if kind not in ("clear", "list"):
+        spec.check_kind(kind)  # before the engine is asked anything: delay/loss, typos
     provider = _provider()
     if kind in ("clear", "list"):
         if target:
@@ -47,7 +49,6 @@ def fault(name: str, kind: str, target: str | None, for_: str | None, rate: str,
         console.info(f"undone on {name}: {', '.join(done)}" if done else
                      f"no fault recorded on {name}")
         return
-    spec.check_kind(kind)
     if target is None:
         raise UserError(f"fault {kind}: TARGET is missing; allowed: {TARGETS_HELP}")
     facts = Facts.find(provider, name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,7 +64,9 @@ def release(provider: Provider, cluster: str, active: Active, facts: Facts | Non
             ) -> Active:
     """Undo a fault (Ctrl-C waits until that is done); its record goes once undone."""
     active.end = active.end or time.time()
-    with interrupts.shield(cluster):
+    # Signals reach the main thread only; a timeline's thread leaves the handler alone.
+    main = threading.current_thread() is threading.main_thread()
+    with interrupts.shield(cluster) if main else contextlib.nullcontext():
         facts = facts or Facts.find(provider, cluster)
         active.errors = undo_all(facts, active.undo)
         active.undone = time.time()
