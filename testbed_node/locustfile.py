@@ -26,6 +26,12 @@ SEED = int(os.environ.get("TESTBED_SEED", "1"))
 # A fault run sets a short request timeout, so a black-holed request fails within it (FastHttp
 # waits 60 s by default, longer than a fault window).
 TIMEOUT_S = float(os.environ.get("TESTBED_REQUEST_TIMEOUT_S", "60"))
+# Workers report every 3 s by default: a fault run asks for every second (its timeline's
+# resolution).
+if os.environ.get("TESTBED_REPORT_INTERVAL_S"):
+    import locust.runners
+
+    locust.runners.WORKER_REPORT_INTERVAL = float(os.environ["TESTBED_REPORT_INTERVAL_S"])
 rng = random.Random(SEED)
 
 

@@ -61,10 +61,10 @@ def _scenario(faults: list[dict[str, Any]] | None = None, nodes: int = 2) -> Sce
              "containers": [{"name": "app", "port": 8080}]},
             {"name": "client", "replicas": 2, "labels": {"role": "client"},
              "placement": {"nodes": [1]}, "containers": [{"name": "app", "port": 8080}]}],
-        "services": [{"name": "echo", "selector": {"app": "echo"},
-                      "ports": [{"port": 80, "targetPort": 8080}]}],
+        "services": [{"name": "echo", "type": "NodePort", "selector": {"app": "echo"},
+                      "ports": [{"port": 80, "targetPort": 8080, "nodePort": 30080}]}],
         "load": {"users": 4, "spawn_rate": 4, "duration_s": 14, "workers": 1,
-                 "paths": ["pod-to-service"]},
+                 "paths": ["nodeport"]},
         "faults": faults or []}, "test")
 
 
@@ -105,6 +105,8 @@ def test_recovery_metrics_on_a_synthetic_series() -> None:
     assert got["first_success_after_s"] == 2.0  # the first whole success is at 18
     assert got["p95_pre_ms"] == 2.0 and got["p95_back_s"] == 8.0  # slow until 24
     assert got["p99_back_s"] == 8.0
+    assert got["ok_rps_pre"] == 10.0 and got["throughput_drop"] == pytest.approx(
+        1 - (10 / 7) / 10, abs=1e-4)  # 10 successes in 7 s against 10/s before
 
 
 def test_recovery_without_failures_or_successes() -> None:
@@ -255,17 +257,17 @@ def test_a_fault_left_by_a_finished_process_is_cleared(cluster: Running, data: P
 @pytest.mark.docker
 def test_a_timeline_under_load_records_failures_and_recovery(cluster: Running) -> None:
     scenario = _scenario([{"at": "4s", "kind": "partition", "nodes": [2], "for": "4s"}])
-    # 8 users, each kept on one backend by its connection: a user on node 2's echo fails.
+    # 8 users, each on one node's IP:nodePort (seeded): those on node 2 fail until it is back.
     profile = Profile(8, 8, 14, 1, request_timeout_s=1.0)
-    phase = targets.phase(cluster.provider, cluster.name, scenario, "pod-to-service", profile)
-    player = play.start(cluster.provider, cluster.name, scenario, "pod-to-service")
+    phase = targets.phase(cluster.provider, cluster.name, scenario, "nodeport", profile)
+    player = play.start(cluster.provider, cluster.name, scenario, "nodeport", phase)
     assert player is not None
     with play.finishing(player):
         result, partial = play.run_phase(phase, Path(os.environ["TESTBED_DATA"]), player)
     assert partial == ""
     [got] = play.measure(player, result)
     assert got["fault"] == "partition 2:1" and "error" not in got
-    assert got["failures"] > 0 and 0 < got["failed_share"] <= 1  # half the backends cut
+    assert got["failures"] > 0 and 0 < got["failed_share"] < 1  # node 1's users go on
     assert got["first_failure_s"] is not None and got["first_failure_s"] <= 3
     assert got["first_success_after_s"] is not None
     assert got["control_plane_s"] is not None

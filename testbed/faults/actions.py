@@ -6,6 +6,7 @@ import json
 import re
 import shlex
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from testbed import console
@@ -36,14 +37,12 @@ def chain(fid: str) -> str:
 
 def _drop_script(name: str, networks: list[str]) -> str:
     """Jepsen-style: drop both directions in raw PREROUTING/OUTPUT, before conntrack and
-    before any CNI's own rules (felix's and flannel's live in later tables)."""
-    lines = [f"iptables -w -t raw -N {name}"]
-    for net in networks:
-        lines += [f"iptables -w -t raw -A {name} -s {net} -j DROP",
-                  f"iptables -w -t raw -A {name} -d {net} -j DROP"]
-    lines += [f"iptables -w -t raw -I PREROUTING 1 -j {name}",
-              f"iptables -w -t raw -I OUTPUT 1 -j {name}"]
-    return " && ".join(lines)
+    before any CNI's own rules (felix's and flannel's live in later tables); one
+    iptables-restore, so a partition takes effect in one step."""
+    rules = ["*raw", f":{name} - [0:0]",
+             *(f"-A {name} -{d} {net} -j DROP" for net in networks for d in ("s", "d")),
+             f"-I PREROUTING 1 -j {name}", f"-I OUTPUT 1 -j {name}", "COMMIT", ""]
+    return f"printf %s {shlex.quote(chr(10).join(rules))} | iptables-restore -w --noflush"
 
 
 def _undrop_script(name: str) -> str:
@@ -60,10 +59,11 @@ def partition(facts: Facts, fault: Fault, fid: str, save: Save) -> list[Undo]:
     undo = [{"op": "sh", "container": facts.node(i), "script": _undrop_script(chain(fid))}
             for s in sides for i in s]
     save(undo)
-    for mine, theirs in (sides, sides[::-1]):
-        blocked = sorted({n for j in theirs for n in nets[j]})
-        for i in mine:
-            _sh(facts, facts.node(i), _drop_script(chain(fid), blocked), "the partition")
+    work = [(i, sorted({n for j in theirs for n in nets[j]}))
+            for mine, theirs in (sides, sides[::-1]) for i in mine]
+    with ThreadPoolExecutor(max_workers=len(work)) as pool:  # every node at once
+        list(pool.map(lambda w: _sh(facts, facts.node(w[0]), _drop_script(chain(fid), w[1]),
+                                    "the partition"), work))
     return undo
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from testbed import cni as cnis
 from testbed.cluster import model
@@ -23,6 +23,7 @@ class Facts:
     cluster: str
     cni: cnis.Cni | None
     nodes: dict[int, ContainerInfo]
+    nets: dict[int, list[str]] = field(default_factory=dict)  # pod networks, looked up early
 
     @classmethod
     def find(cls, provider: Provider, cluster: str) -> Facts:
@@ -51,8 +52,16 @@ class Facts:
         return [c for c in self.dependents(index)
                 if c.role == "cni" and "-install-" not in c.name]
 
+    def warm(self) -> None:
+        """Look every node's pod networks up now, so a partition later applies at once."""
+        self.nets.clear()
+        for i in self.nodes:
+            self.nets[i] = self.pod_networks(i)
+
     def pod_networks(self, index: int) -> list[str]:
         """The node's pod CIDRs (flannel's lease, calico's blocks) and each pod's /32."""
+        if index in self.nets:
+            return self.nets[index]
         out: set[str] = set()
         node = self.node(index)
         if self.cni is not None:

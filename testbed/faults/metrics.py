@@ -64,10 +64,19 @@ def recovery(rows: Sequence[dict[str, Any]], start: float, end: float) -> dict[s
     failing = [t - end for t, _, f in after if f > 0]
     late = [(r, f) for t, r, f in after if t <= end + PRE_S]
     p95, p99 = _baseline(samples, "p95_ms", start), _baseline(samples, "p99_ms", start)
+    pre = [req - fail for t, req, fail, _ in samples if start - PRE_S < t <= start]
+    ok_pre = statistics.fmean(pre) if pre else None
+    span = max(end + 1 - start, 1.0)
+    ok_during = (requests - failures) / span
     return {
         "window_s": round(end - start, 2),
         "requests": int(requests), "failures": int(failures),
         "failed_share": round(failures / requests, 4) if requests else None,
+        # A closed-loop generator sends less while requests hang: the successes missing
+        # against the pre-fault rate count what the failed share cannot.
+        "ok_rps_pre": round(ok_pre, 2) if ok_pre is not None else None,
+        "ok_rps_during": round(ok_during, 2),
+        "throughput_drop": (round(max(0.0, 1 - ok_during / ok_pre), 4) if ok_pre else None),
         "first_failure_s": round(first_fail, 2) if first_fail is not None else None,
         "first_success_after_s": round(first_ok, 2) if first_ok is not None else None,
         "last_failure_after_s": round(max(failing), 2) if failing else 0.0,

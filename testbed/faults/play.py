@@ -22,6 +22,8 @@ from testbed.scenario import Scenario
 
 NODE_KINDS = ("node-stop", "node-kill", "node-restart")
 CONTROL_WAIT_S = 30.0
+SPAWN_WAIT_S = 60.0
+SPAWNED = "All users spawned"  # Locust's master log line once every user runs
 
 
 class Player:
@@ -29,8 +31,10 @@ class Player:
     control plane's recovery; `finish` undoes whatever is still in effect."""
 
     def __init__(self, provider: Provider, cluster: str, events: list[FaultEvent],
-                 count: int, path: str) -> None:
+                 count: int, path: str, phase: LocustPhase | None = None) -> None:
         self.provider, self.cluster, self.path = provider, cluster, path
+        self.phase = phase
+        self.spawned = self._spawns()  # the master's log before this phase's master starts
         self.events = sorted(events, key=lambda e: e.at)
         self.count = count
         self.results: list[dict[str, Any]] = []
@@ -45,13 +49,36 @@ class Player:
         self._thread.start()
         return self
 
+    def _spawns(self) -> int:
+        """How many times the phase's master log says every user is running."""
+        if self.phase is None:
+            return 0
+        try:
+            log = self.provider.read_file(self.phase.master.container,
+                                          f"{self.phase.workdir}/master.log")
+        except TestbedError:
+            return 0
+        return log.count(SPAWNED)
+
+    def _wait_users(self) -> None:
+        """`at` counts from the moment every user runs (Locust's master takes a few seconds
+        to start): the timeline's clock starts then, or after SPAWN_WAIT_S at the latest."""
+        deadline = time.monotonic() + SPAWN_WAIT_S
+        while self.phase is not None and time.monotonic() < deadline:
+            if self._spawns() > self.spawned or self._stop.wait(0.25):
+                break
+        self.t0 = time.time()
+
     def _run(self) -> None:
         try:
             facts = Facts.find(self.provider, self.cluster)
         except TestbedError as e:
             self.results.append({"error": str(e)})
             return
+        self._wait_users()
         for ev in self.events:
+            if ev.kind == "partition":
+                facts.warm()  # before its time: the partition then takes a few execs
             if self._stop.wait(max(0.0, self.t0 + ev.at - time.time())):
                 self.results.append({"fault": ev.fault(self.cluster, self.count).label,
                                      "skipped": "the load phase ended first"})
@@ -69,8 +96,8 @@ class Player:
         except TestbedError as e:
             return {"fault": fault.label, "kind": fault.kind, "error": str(e)}
         try:
-            if ev.for_s:
-                self._stop.wait(max(0.0, active.start + ev.for_s - time.time()))
+            if ev.for_s:  # held from the moment it took effect
+                self._stop.wait(max(0.0, active.applied + ev.for_s - time.time()))
         finally:
             runner.release(self.provider, self.cluster, active, facts)
         doc = {**active.timings(), "at_s": ev.at, "applied": round(active.applied, 3),
@@ -92,11 +119,13 @@ class Player:
         return sorted(used & self.hit_nodes)
 
 
-def start(provider: Provider, cluster: str, scenario: Scenario, path: str) -> Player | None:
-    """The scenario's timeline playing from now, or None without one."""
+def start(provider: Provider, cluster: str, scenario: Scenario, path: str,
+          phase: LocustPhase | None = None) -> Player | None:
+    """The scenario's timeline, its clock starting once the phase's users all run (at once
+    without a phase), or None without one."""
     if not scenario.faults:
         return None
-    return Player(provider, cluster, scenario.faults, scenario.nodes, path).start()
+    return Player(provider, cluster, scenario.faults, scenario.nodes, path, phase).start()
 
 
 @contextmanager

@@ -80,7 +80,7 @@ def hold(provider: Provider, cluster: str, fault: Fault) -> Active:
     active = inject(provider, cluster, fault)
     try:
         if fault.for_s:
-            time.sleep(max(0.0, active.start + fault.for_s - time.time()))
+            time.sleep(max(0.0, active.applied + fault.for_s - time.time()))
     finally:
         release(provider, cluster, active)
     if active.errors:

@@ -146,7 +146,8 @@ class LocustPhase:
         return {"TESTBED_TARGETS": json.dumps(self.targets),
                 "TESTBED_SEED": str(self.profile.seed),
                 "TESTBED_USER_RPS": str(self.profile.user_rps),
-                **({"TESTBED_REQUEST_TIMEOUT_S": str(self.profile.request_timeout_s)}
+                **({"TESTBED_REQUEST_TIMEOUT_S": str(self.profile.request_timeout_s),
+                    "TESTBED_REPORT_INTERVAL_S": "1"}
                    if self.profile.request_timeout_s else {}),
                 "TESTBED_GENERATOR_FILE": f"{self.workdir}/generator.jsonl",
                 "PYTHONUNBUFFERED": "1"}

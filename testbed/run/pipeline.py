@@ -164,7 +164,7 @@ def _phase(run: Run, path: str, section: str) -> PhaseResult:
     assert run.rundir is not None
     phase = targets.phase(run.provider, run.name, run.scenario, path, run.profile)
     run.current = phase
-    player = play.start(run.provider, run.name, run.scenario, path) if section == "paths" \
+    player = play.start(run.provider, run.name, run.scenario, path, phase) if section == "paths" \
         else None  # the scenario's fault timeline, undone whatever happens
     with resources.Sampler(run.provider, run.name, f"load:{path}") as sampler, \
             play.finishing(player):
