@@ -272,3 +272,23 @@ def test_a_timeline_under_load_records_failures_and_recovery(cluster: Running) -
     assert got["first_success_after_s"] is not None
     assert got["control_plane_s"] is not None
     assert _reach(cluster, "client-0", "echo-1")
+
+
+def test_the_report_draws_a_timeline_per_fault() -> None:
+    from testbed.reports import faults as report
+    from testbed.reports.html import chart
+
+    t0 = 3_000_000
+    ts = [{"path": "nodeport", **r} for r in _series(t0, t0 + 12, t0 + 18, t0 + 24)]
+    played = {**recovery(ts, t0 + 10.0, t0 + 16.0), "fault": "partition 2:1",
+              "applied": t0 + 10.0, "end": t0 + 16.0}
+    sec = report.section({"faults": {"nodeport": [played]}, "timeseries": ts}, "")
+    assert sec is not None and [c.id for c in sec.charts] == ["fault-0-nodeport",
+                                                              "fault-0-nodeport-p95"]
+    names = [s.name for s in sec.charts[0].series]
+    assert names == ["ok/s", "failed/s", "fault window"]
+    failed = dict(sec.charts[0].series[1].points)
+    assert failed[report.BEFORE_S + 2] == 10.0 and failed[report.BEFORE_S] == 0.0
+    assert 'data-chart="fault-0-nodeport"' in chart(sec.charts[0])
+    assert sec.tables[0].rows[0][1] == "partition 2:1"
+    assert report.section({"timeseries": ts}, "") is None

@@ -165,5 +165,8 @@ def _resources(s: Mapping[str, Any], pre: str) -> Section:
 def sections(s: Mapping[str, Any], prefix: str = "",
              links: list[tuple[str, str]] | None = None) -> list[Section]:
     """Every section of one run's report; ids carry `prefix` so several runs share a page."""
+    from testbed.reports import faults
+
+    played = faults.section(s, prefix)
     return [_header(s, prefix, links or []), _latency(s, prefix), _rps(s, prefix),
-            _throughput(s, prefix), _resources(s, prefix)]
+            *([played] if played else []), _throughput(s, prefix), _resources(s, prefix)]
