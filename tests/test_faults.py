@@ -292,3 +292,15 @@ def test_the_report_draws_a_timeline_per_fault() -> None:
     assert 'data-chart="fault-0-nodeport"' in chart(sec.charts[0])
     assert sec.tables[0].rows[0][1] == "partition 2:1"
     assert report.section({"timeseries": ts}, "") is None
+
+
+@pytest.mark.docker
+def test_down_removes_the_cluster_with_a_stopped_node_and_etcd(cluster: Running) -> None:
+    """Last: it removes the shared cluster (the fixture's own down is then a no-op)."""
+    for f in (_fault(cluster, "node-stop", "2"), _fault(cluster, "etcd-stop", "etcd")):
+        runner.inject(cluster.provider, cluster.name, f)
+    assert len(state.load(cluster.name)) == 2
+    cluster.down()
+    assert cluster.cluster.leftovers() == []
+    assert runner.clear(cluster.provider, cluster.name) == ["node-stop 2", "etcd-stop etcd"]
+    assert state.load(cluster.name) == []
