@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from testbed import yamlfile
 from testbed.constants import INT64_MAX, MAX_NODES, MIN_NODES, RELEASE_PATTERN
 from testbed.errors import UserError
+from testbed.faults.timeline import FaultEvent
+from testbed.faults.timeline import check as check_faults
 from testbed.networks import check_networks
 from testbed.paths import SCENARIOS_DIR
 from testbed.sweepconf import SweepProfile
@@ -266,6 +268,8 @@ class Scenario(_Model):
     # The edge: an internet network (outside client, echo server) the nodes join, and the
     # ingress on node 1. `edge: false` gives a bare kind-like cluster: nodes, CNI, pods.
     edge: bool = True
+    # A fault timeline played during each load phase (testbed/faults/timeline.py).
+    faults: list[FaultEvent] = Field(default_factory=list)
 
     @field_validator("service_cidr")
     @classmethod
@@ -313,6 +317,7 @@ class Scenario(_Model):
         policies = [p.name for p in self.network_policies]
         if len(set(policies)) != len(policies):
             raise ValueError("networkPolicies: a name is used twice; allowed: unique names")
+        check_faults(self.faults, self.nodes, self.load.duration_s)
         check_networks(self.service_cidr, self.cni.name, self.cni.pod_cidr, self.nodes,
                        [(s.name, s.cluster_ip) for s in self.services])
         return self
@@ -331,7 +336,8 @@ class Scenario(_Model):
 
     def digest(self) -> str:
         """A stable hash of the validated scenario, recorded with every result."""
-        dumped = self.model_dump_json(by_alias=True, exclude_none=True)
+        dumped = self.model_dump_json(by_alias=True, exclude_none=True,
+                                      exclude={"faults"} if not self.faults else None)
         return hashlib.sha256(dumped.encode()).hexdigest()[:16]
 
 

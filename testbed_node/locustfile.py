@@ -23,6 +23,15 @@ from locust.runners import MasterRunner
 TARGETS: dict[str, Any] = json.loads(os.environ.get("TESTBED_TARGETS", "{}"))
 USER_RPS = float(os.environ.get("TESTBED_USER_RPS", "10"))
 SEED = int(os.environ.get("TESTBED_SEED", "1"))
+# A fault run sets a short request timeout, so a black-holed request fails within it (FastHttp
+# waits 60 s by default, longer than a fault window).
+TIMEOUT_S = float(os.environ.get("TESTBED_REQUEST_TIMEOUT_S", "60"))
+# Workers report every 3 s by default: a fault run asks for every second (its timeline's
+# resolution).
+if os.environ.get("TESTBED_REPORT_INTERVAL_S"):
+    import locust.runners
+
+    locust.runners.WORKER_REPORT_INTERVAL = float(os.environ["TESTBED_REPORT_INTERVAL_S"])
 rng = random.Random(SEED)
 
 
@@ -32,6 +41,8 @@ class _PathUser(FastHttpUser):
     abstract = True
     path = ""
     host = "http://127.0.0.1"
+    network_timeout = TIMEOUT_S
+    connection_timeout = TIMEOUT_S
     # A fixed offered load per user keeps CNIs comparable; 0 means "as fast as possible".
     wait_time = constant_throughput(USER_RPS) if USER_RPS > 0 else constant(0)
 

@@ -1,4 +1,4 @@
-"""The command line: `python -m testbed doctor|images|up|status|list|check|down|run ...`."""
+"""The command line: `python -m testbed doctor|images|up|status|list|check|down|run|fault ...`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import sys
 import click
 
 from testbed import console
-from testbed.cli import cluster, images, run
+from testbed.cli import cluster, faults, images, run
 from testbed.cli.base import cli
 
-__all__ = ["cli", "cluster", "images", "main", "run"]
+__all__ = ["cli", "cluster", "faults", "images", "main", "run"]
 
 
 def main() -> None:

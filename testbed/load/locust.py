@@ -49,6 +49,7 @@ class Profile:
     duration_s: float
     seed: int
     user_rps: float = 10.0
+    request_timeout_s: float = 0.0  # 0: Locust's own (60 s); a fault timeline sets a short one
 
 
 @dataclass
@@ -110,7 +111,9 @@ def parse_history(path: str, history_csv: str) -> list[dict[str, Any]]:
                     "rps": round(_num(row.get("Requests/s")), 2),
                     "failures_per_s": round(_num(row.get("Failures/s")), 2),
                     "p50_ms": _num(row.get("50%")), "p95_ms": _num(row.get("95%")),
-                    "requests": int(_num(row.get("Total Request Count")))})
+                    "p99_ms": _num(row.get("99%")),
+                    "requests": int(_num(row.get("Total Request Count"))),
+                    "failures": int(_num(row.get("Total Failure Count")))})
     return out
 
 
@@ -143,6 +146,9 @@ class LocustPhase:
         return {"TESTBED_TARGETS": json.dumps(self.targets),
                 "TESTBED_SEED": str(self.profile.seed),
                 "TESTBED_USER_RPS": str(self.profile.user_rps),
+                **({"TESTBED_REQUEST_TIMEOUT_S": str(self.profile.request_timeout_s),
+                    "TESTBED_REPORT_INTERVAL_S": "1"}
+                   if self.profile.request_timeout_s else {}),
                 "TESTBED_GENERATOR_FILE": f"{self.workdir}/generator.jsonl",
                 "PYTHONUNBUFFERED": "1"}
 

@@ -147,6 +147,10 @@ class Provider(Protocol):
 
     def start(self, container: str) -> None: ...
 
+    def kill(self, container: str, signal: str = "SIGKILL") -> None:
+        """Send a signal to a container's main process (a crash, as a fault injects it)."""
+        ...
+
     def containers(self, cluster: str | None = None, role: str | None = None
                    ) -> list[ContainerInfo]: ...
 

@@ -288,6 +288,13 @@ class DockerProvider:
         """Start a stopped container."""
         self.client.containers.get(container).start()
 
+    def kill(self, container: str, signal: str = "SIGKILL") -> None:
+        """Send a signal to a container's main process (a crash, as a fault injects it)."""
+        try:
+            self.client.containers.get(container).kill(signal=signal)
+        except docker.errors.APIError as e:
+            raise ProviderError(f"cannot kill {container}: {e.explanation}") from e
+
     def containers(self, cluster: str | None = None, role: str | None = None
                    ) -> list[ContainerInfo]:
         """Containers carrying the testbed labels, optionally of one cluster and role."""

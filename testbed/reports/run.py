@@ -165,7 +165,9 @@ def _resources(s: Mapping[str, Any], pre: str) -> Section:
 def sections(s: Mapping[str, Any], prefix: str = "",
              links: list[tuple[str, str]] | None = None) -> list[Section]:
     """Every section of one run's report; ids carry `prefix` so several runs share a page."""
+    from testbed.reports import faults
+
     every = [_header(s, prefix, links or []), _latency(s, prefix), _rps(s, prefix),
-             *sweeps.sections(s, prefix), probes.latency(s, prefix), _throughput(s, prefix),
-             _resources(s, prefix), probes.cost(s, prefix)]
+             faults.section(s, prefix), *sweeps.sections(s, prefix), probes.latency(s, prefix),
+             _throughput(s, prefix), _resources(s, prefix), probes.cost(s, prefix)]
     return [sec for sec in every if sec is not None]

@@ -111,6 +111,9 @@ class TimeseriesRow(TrialRecord):
     p95_ms: float | None = Field(None, description="95th percentile response time, ms")
     failures_per_s: float | None = Field(None, description="failures/s")
     users: int | None = Field(None, description="users running")
+    p99_ms: float | None = Field(None, description="99th percentile response time, ms")
+    requests: int | None = Field(None, description="requests so far (cumulative)")
+    failures: int | None = Field(None, description="failed requests so far (cumulative)")
 
 
 ROW_MODELS: dict[str, type[Record]] = {
@@ -189,6 +192,14 @@ class RunSummary(Record):
                           "`errors` {kind: count}, `generator_bound`, `generator_cpu_max`, "
                           "`generator_cpu_mean`}], `trial`, `trial_knees` [each trial's knee]}}: "
                           "vegeta's open-loop sweep (the latest trial's), ms and rps")
+    faults: dict[str, Any] | None = Field(
+        None, description="{path: [per fault of the scenario's timeline: `fault`, `kind`, "
+                          "`start`/`applied`/`end`/`undone` (Unix s), `apply_s`, `undo_s`, "
+                          "`control_plane_s` (s from the undo until BGP sessions Established / "
+                          "flannel leases and health back), `failed_share` (failed requests "
+                          "in the window), `first_failure_s`, `first_success_after_s`, "
+                          "`last_failure_after_s`, `p95_back_s`/`p99_back_s` (s after the "
+                          "fault until within 10% of the pre-fault value), `error`]}")
 
 
 class CheckCase(BaseModel):

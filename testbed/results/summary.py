@@ -27,7 +27,7 @@ ROW_SECTIONS: dict[str, tuple[str, ...]] = {
 }
 # Dict sections: merged key by key ("meta" is merged into the top level of the summary).
 DICT_SECTIONS = ("meta", "environment", "mtu", "generator", "latency", "cost", "trials",
-                 "sweeps")
+                 "sweeps", "faults")
 SECTIONS = (*ROW_SECTIONS, *DICT_SECTIONS)
 
 # Column order for CSVs and for reading (the row models' fields); other keys are kept, after.
@@ -115,7 +115,7 @@ def merge_partial(summary: Mapping[str, Any], partial: Mapping[str, Any]) -> Sum
         if key in ROW_SECTIONS:
             if not out.get(key) and value:
                 out[key] = list(value)
-        elif key in ("environment", "mtu", "generator") and isinstance(value, dict):
+        elif key in DICT_SECTIONS and key != "meta" and isinstance(value, dict):
             out[key] = {**value, **(out.get(key) or {})}
         else:
             out.setdefault(key, value)

@@ -16,6 +16,7 @@ from testbed.cluster import model
 from testbed.cluster.handle import Cluster
 from testbed.cni import Cni
 from testbed.errors import CheckFailed, TestbedError
+from testbed.faults import play
 from testbed.lifecycle.context import UpContext
 from testbed.lifecycle.pipeline import Step
 from testbed.lifecycle.pipeline import run as run_steps
@@ -38,6 +39,7 @@ GATES = {
     "ingress": ("pod-to-pod-cross-node", "outside-to-ingress"),
 }
 CEILINGS = ("container-to-container", "node-to-node")
+FAULT_TIMEOUT_S = 2.0  # Locust's request timeout under a fault timeline
 
 
 @dataclass
@@ -70,7 +72,8 @@ class Run:
     def profile(self) -> Profile:
         """Locust's knobs from the scenario (after command-line overrides)."""
         p = self.scenario.load
-        return Profile(p.users, p.spawn_rate, p.duration_s, p.seed)
+        return Profile(p.users, p.spawn_rate, p.duration_s, p.seed,
+                       request_timeout_s=FAULT_TIMEOUT_S if self.scenario.faults else 0.0)
 
     @property
     def probe_seconds(self) -> int:
@@ -190,14 +193,20 @@ def _phase(run: Run, path: str, section: str) -> PhaseResult:
     assert run.rundir is not None
     phase = targets.phase(run.provider, run.name, run.scenario, path, run.profile)
     run.current = phase
+    player = play.start(run.provider, run.name, run.scenario, path, phase) if section == "paths" \
+        else None  # the scenario's fault timeline, undone whatever happens
     with resources.Sampler(run.provider, run.name, f"load:{path}") as sampler, \
-            CpuMeter(run.provider, run.name) as meter:
+            CpuMeter(run.provider, run.name) as meter, play.finishing(player):
         start = time.monotonic()
-        result = phase.run(run.rundir.path)
+        result, partial = play.run_phase(phase, run.rundir.path, player)
         run.load_s += time.monotonic() - start
     run.current = None
     row = result.summary()
     run.record_cost(meter.row(path, "requests", float(row.get("requests") or 0)))
+    if partial:
+        row["partial"] = partial
+    if player is not None:
+        run.record("faults", {path: play.measure(player, result)})
     if section == "baselines":
         row["kind"] = "locust"
     run.record(section, row)
@@ -215,6 +224,9 @@ def _phase(run: Run, path: str, section: str) -> PhaseResult:
 
 def ceilings(run: Run) -> None:
     """Container-to-container over localhost and node-to-node over the host network."""
+    if run.scenario.faults:  # a fault run measures recovery, not ratios: no ceiling phases
+        console.info("   ceilings skipped: the scenario has a fault timeline")
+        return
     for path in CEILINGS:
         with console.step(f"Ceiling: {path}"):
             _phase(run, path, "baselines")

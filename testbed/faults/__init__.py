@@ -1,0 +1,1 @@
+"""Faults: node, link, partition, rate, CNI daemon and datastore faults, undone at their end."""

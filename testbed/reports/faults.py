@@ -1,0 +1,65 @@
+"""The run report's fault section: a timeline chart per fault and its recovery figures."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from testbed.reports.model import Chart, Section, Series, Table, num
+
+BEFORE_S, AFTER_S = 10.0, 25.0  # the chart's span around each fault window
+COLUMNS = ("path", "fault", "window_s", "failed_share", "throughput_drop", "first_failure_s",
+           "first_success_after_s", "last_failure_after_s", "p95_back_s", "p99_back_s",
+           "control_plane_s", "error")
+
+
+def _points(ts: Sequence[Mapping[str, Any]], t0: float, end: float
+            ) -> tuple[list[tuple[float, float]], list[tuple[float, float]],
+                       list[tuple[float, float]]]:
+    """(ok/s, failed/s, p95 ms) around one fault, x in seconds from BEFORE_S before it."""
+    ok, bad, p95 = [], [], []
+    prev: Mapping[str, Any] | None = None
+    for r in sorted(ts, key=lambda r: float(r["t"])):
+        t = float(r["t"])
+        if prev is not None and t0 - BEFORE_S <= t <= end + AFTER_S:
+            dt = max(t - float(prev["t"]), 1.0)
+            req = float(r.get("requests") or 0) - float(prev.get("requests") or 0)
+            fail = float(r.get("failures") or 0) - float(prev.get("failures") or 0)
+            x = t - t0 + BEFORE_S
+            ok.append((x, max(req - fail, 0.0) / dt))
+            bad.append((x, max(fail, 0.0) / dt))
+            p95.append((x, float(r.get("p95_ms") or 0.0)))
+        prev = r
+    return ok, bad, p95
+
+
+def section(s: Mapping[str, Any], pre: str) -> Section | None:
+    """None for a run without a fault timeline."""
+    faults = s.get("faults") or {}
+    if not faults:
+        return None
+    sec = Section(f"{pre}faults", "Faults and recovery")
+    rows = []
+    for path, played in faults.items():
+        ts = [r for r in s.get("timeseries") or [] if r.get("path") == path]
+        for i, f in enumerate(played or []):
+            rows.append([num(f.get(c)) if c != "path" else path for c in COLUMNS])
+            if "applied" not in f or not ts:
+                continue
+            t0, end = float(f["applied"]), float(f["end"])
+            ok, bad, p95 = _points(ts, t0, end)
+            top = max([y for _, y in ok + bad] or [1.0])
+            a, b = BEFORE_S, BEFORE_S + end - t0
+            window = [(0.0, 0.0), (a - 0.01, 0.0), (a, top), (b, top), (b + 0.01, 0.0),
+                      (b + AFTER_S, 0.0)]
+            sec.charts.append(Chart(
+                f"{pre}fault-{i}-{path}", "line", f"{f.get('fault')} ({path})", "requests/s",
+                f"s (the fault took effect at {BEFORE_S:g} s; its window is the raised line)",
+                series=[Series("ok/s", points=ok), Series("failed/s", points=bad),
+                        Series("fault window", points=window)]))
+            sec.charts.append(Chart(
+                f"{pre}fault-{i}-{path}-p95", "line", f"p95 around {f.get('fault')} ({path})",
+                "ms", f"s (the fault took effect at {BEFORE_S:g} s)",
+                series=[Series("p95", points=p95)]))
+    sec.tables.append(Table(f"{pre}faults-rows", "Recovery per fault", list(COLUMNS), rows))
+    return sec
