@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from testbed.errors import ProviderError
 from testbed.lifecycle.wait import parallel
 from testbed.provider.base import Provider
 
@@ -16,10 +17,13 @@ def _counters(provider: Provider, cluster: str) -> dict[str, tuple[str, float]]:
     infos = [c for c in provider.containers(cluster=cluster)
              if c.role in ROLES and c.status == "running"]
 
-    def one(info: Any) -> tuple[str, str, float]:
-        return info.name, info.role, provider.stats(info.name).cpu_s
+    def one(info: Any) -> tuple[str, str, float | None]:
+        try:
+            return info.name, info.role, provider.stats(info.name).cpu_s
+        except ProviderError:  # stopped or removed meanwhile (a fault): not counted
+            return info.name, info.role, None
 
-    return {name: (role, cpu) for name, role, cpu in parallel(one, infos)}
+    return {name: (role, cpu) for name, role, cpu in parallel(one, infos) if cpu is not None}
 
 
 class CpuMeter:
