@@ -128,6 +128,10 @@ def judge_generator(samples: list[dict[str, Any]]) -> tuple[bool, float, float]:
         round(mean, 1)
 
 
+class NoStats(StepError):
+    """The phase ended before Locust's users sent a request (they started too late)."""
+
+
 class LocustPhase:
     """One path under load: a master, workers elsewhere in the cluster, Locust's CSV/HTML."""
 
@@ -197,7 +201,7 @@ class LocustPhase:
         row = parse_stats(self.path, stats)
         if not row:
             log = files.get("master.log", b"").decode()[-800:] or master_output[-800:]
-            raise StepError(f"{self.path}: Locust produced no stats for this path "
+            raise NoStats(f"{self.path}: Locust produced no stats for this path "
                             f"(master {self.master}): {log.strip()}")
         result = PhaseResult(self.path, **row)
         result.timeseries = parse_history(self.path, files.get("locust_stats_history.csv",

@@ -22,7 +22,7 @@ from testbed.lifecycle.pipeline import Step
 from testbed.lifecycle.pipeline import run as run_steps
 from testbed.load import iperf, resources
 from testbed.load.cost import CpuMeter
-from testbed.load.locust import LocustPhase, PhaseResult, Profile
+from testbed.load.locust import LocustPhase, NoStats, PhaseResult, Profile
 from testbed.provider.base import Provider
 from testbed.results import RunDir, Store
 from testbed.results.atomic import write_text
@@ -198,7 +198,14 @@ def _phase(run: Run, path: str, section: str) -> PhaseResult:
     with resources.Sampler(run.provider, run.name, f"load:{path}") as sampler, \
             CpuMeter(run.provider, run.name) as meter, play.finishing(player):
         start = time.monotonic()
-        result, partial = play.run_phase(phase, run.rundir.path, player)
+        try:
+            result, partial = play.run_phase(phase, run.rundir.path, player)
+        except NoStats:
+            if player is not None:  # a fault timeline is played once
+                raise
+            console.info(f"   ! {path}: the phase ended before Locust's users sent a request "
+                         "(they started late on a loaded machine): running it once more")
+            result, partial = play.run_phase(phase, run.rundir.path, None)
         run.load_s += time.monotonic() - start
     run.current = None
     row = result.summary()
