@@ -147,6 +147,10 @@ class RunSummary(Record):
                           "version}, `release`, `module`")
     mtu: dict[str, Any] | None = Field(None, description="{path: int}: MTU of each path's "
                                                          "interface, bytes")
+    nightly_id: str | None = Field(None, description="the night this run belongs to "
+                                                    "(`python -m testbed nightly`)")
+    nightly_entry: str | None = Field(None, description="its matrix entry, e.g. "
+                                                        "`flannel:vxlan [light]`")
     generator: dict[str, Any] | None = Field(
         None, description="`workers` [{`worker`, `cpu_pct`, `bound`}] with `threshold_pct`, or "
                           "{path: {`cpu_max`, `cpu_mean`, `bound`, `workers`}}")
