@@ -7,10 +7,10 @@ import sys
 import click
 
 from testbed import console
-from testbed.cli import cluster, images, run
+from testbed.cli import cluster, images, nightly, run
 from testbed.cli.base import cli
 
-__all__ = ["cli", "cluster", "images", "main", "run"]
+__all__ = ["cli", "cluster", "images", "main", "nightly", "run"]
 
 
 def main() -> None:

@@ -253,13 +253,15 @@ def _measure(run: Run) -> dict[str, Any]:
 
 
 def start(provider: Provider, scenario: Scenario, cni: Cni, backend: str,
-          opts: RunOptions, out: Path) -> Run:
-    """Open the run directory and its row in the results database."""
+          opts: RunOptions, out: Path, meta: dict[str, Any] | None = None) -> Run:
+    """Open the run directory and its row in the results database (`meta`: extra keys to
+    record, e.g. the nightly id)."""
     store = Store(opts.db) if opts.db else Store()
     rundir = RunDir.create(out, cni.name, backend, store=store, meta={
         "scenario": scenario.name, "seed": scenario.load.seed, "users": scenario.load.users,
         "spawn_rate": scenario.load.spawn_rate, "duration_per_path_s": scenario.load.duration_s,
-        "paths_under_test": list(scenario.load.paths), "build": scenario.cni.build})
+        "paths_under_test": list(scenario.load.paths), "build": scenario.cni.build,
+        **(meta or {})})
     name = f"run-{rundir.run_id[-6:]}"
     return Run(provider, scenario, cni, backend, opts, out, name=name, rundir=rundir)
 
