@@ -160,3 +160,4 @@ def test_history_cli_table_json_and_csv(tmp_path: Path) -> None:
     assert res.returncode == 2 and "--since" in res.stderr and "\n" not in res.stderr.strip()
     res = run_cli("history", "--db", str(store.path), "--metric", "paths.*.rps")
     assert res.returncode == 0 and "pod-to-service" in res.stdout
+    assert "flannel:vxlan [light]" in res.stdout  # a series label is text, never markup

@@ -150,6 +150,8 @@ def test_report_junit_and_exit_code_from_the_cli(tmp_path: Path) -> None:
     assert res.returncode == 1, res.stderr
     doc = json.loads(res.stdout)
     assert doc["flagged"] == [f"{FLANNEL} paths.pod-to-service.rps"]
+    res = run_cli("nightly", "--report-only", "--db", str(db), "--out", str(tmp_path / "r"))
+    assert res.returncode == 1 and f"REGRESSION {FLANNEL} paths.pod-to-service.rps" in res.stdout
     page = (tmp_path / "r" / "nightly.html").read_text()
     assert page.count('data-chart="trend-') == 4 and "REGRESSION" in page
     assert "median of the previous 7 nights" in page  # the rule is stated
@@ -222,6 +224,19 @@ def test_install_timer_and_cron_line(tmp_path: Path) -> None:
     assert run_cli("nightly", "--print-cron", "--at", "25:00").returncode == 2
 
 
+def test_the_ci_example_runs_the_nightly_and_keeps_the_report() -> None:
+    import yaml
+
+    from testbed.paths import REPO_ROOT
+
+    flow = yaml.safe_load((REPO_ROOT / "docs" / "ci-nightly.example.yml").read_text())
+    steps = flow["jobs"]["nightly"]["steps"]
+    runs = " ".join(s.get("run", "") for s in steps)
+    assert "python3 -m testbed nightly" in runs and "--junit" in runs
+    kept = [s for s in steps if s.get("uses", "").startswith("actions/upload-artifact")]
+    assert kept and "nightly.html" in kept[0]["with"]["path"] and kept[0]["if"] == "always()"
+
+
 def test_schedule_units_name_the_matrix() -> None:
     cmd = schedule.command(Path("scenarios/nightly/default.yaml"), None)
     assert cmd[-2] == "--matrix" and Path(cmd[-1]).is_absolute()
@@ -267,3 +282,38 @@ def test_a_two_cni_night_on_docker_opens_in_chromium(tmp_path: Path,
         driver.quit()
     assert len(charts) >= 4, charts  # rps, p50, p99, Gbit/s at least
     assert all(w > 100 and h > 100 and marks == 2 for _, w, h, marks in charts), charts
+
+
+def test_a_failed_run_is_stored_as_failed_and_the_night_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from testbed.errors import StepError
+    from testbed.nightly import runner
+    from testbed.run import pipeline
+
+    seen: list[str] = []
+
+    def execute(run: pipeline.Run) -> dict[str, Any]:  # what pipeline.execute stores
+        assert run.rundir is not None
+        seen.append(run.name)
+        if run.cni.name == "flannel":
+            run.rundir.finalize({"status": "failed", "error": "step X: boom"})
+            raise StepError("step X: boom")
+        if run.cni.name == "weave":
+            run.rundir.finalize({"status": "interrupted", "interrupted": True})
+            raise KeyboardInterrupt
+        return run.rundir.finalize({"paths": [{"path": "pod-to-service", "requests": 10,
+                                               "failures": 0, "rps": 5.0}]})
+
+    monkeypatch.setattr(pipeline, "execute", execute)
+    db = str(tmp_path / "db.sqlite")
+    m = matrix.Matrix(cnis=["flannel", "calico", "weave", "calico:vxlan"], duration_s=3)
+    planned = runner.plan(m, tmp_path / "out", db)
+    night = runner.run_night(None, planned, "night-test", "tbt-nightly-x")  # type: ignore[arg-type]
+    assert [(o.entry.label, o.status) for o in night.outcomes] == [
+        ("flannel:vxlan [light]", "failed"), ("calico:bgp [light]", "complete"),
+        ("weave:auto [light]", "interrupted")]  # Ctrl-C stops the night: calico:vxlan never ran
+    assert night.interrupted and seen == ["tbt-nightly-x-1", "tbt-nightly-x-2", "tbt-nightly-x-3"]
+    (stored,) = analyze.history.nights(Store(db))
+    assert [(r.series, r.status, r.error) for r in stored.runs] == [
+        ("flannel:vxlan [light]", "failed", "step X: boom"),
+        ("calico:bgp [light]", "complete", ""), ("weave:auto [light]", "interrupted", "")]

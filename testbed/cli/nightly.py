@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from testbed import console
@@ -60,7 +61,7 @@ def nightly(matrix_file: str | None, out: str | None, db: str | None, junit_file
         if install_timer:
             where = Path(unit_dir) if unit_dir else schedule.user_unit_dir()
             for f in schedule.install(cmd, at, where, Path.cwd()):
-                console.out.print(f"wrote {f}")
+                console.out.print(f"wrote {f}", markup=False)
             console.out.print("enable it with: systemctl --user daemon-reload && systemctl "
                               f"--user enable --now {schedule.UNIT}.timer")
         if print_cron:
@@ -79,6 +80,9 @@ def nightly(matrix_file: str | None, out: str | None, db: str | None, junit_file
         night = runner.run_night(provider, planned, nightly_id,
                                  cluster_prefix or f"nightly-{nightly_id[-6:]}")
         wall = night.seconds
+        if night.interrupted and not night.outcomes[-1].run_id and len(night.outcomes) == 1:
+            console.fail("interrupted before the first run was stored: nothing to report")
+            sys.exit(130)
         found = analyze.analyze(store, nightly_id)
     else:
         found = analyze.analyze(store)
@@ -94,8 +98,9 @@ def nightly(matrix_file: str | None, out: str | None, db: str | None, junit_file
                               for r in found.last.runs]})
     else:
         for r in flagged:
-            console.out.print(f"REGRESSION {r.series} {r.key}: {r.verdict.reason}")
-        console.out.print(f"nightly report: {files['html']}")
+            console.out.print(f"REGRESSION {r.series} {r.key}: {r.verdict.reason}",
+                              markup=False)
+        console.out.print(f"nightly report: {files['html']}", markup=False)
     if night is not None and night.interrupted:
         console.fail("interrupted: the night stopped; the runs stored so far are kept")
         sys.exit(130)
@@ -157,9 +162,10 @@ def history_(cni_values: tuple[str, ...], metric_globs: tuple[str, ...], since: 
     elif not export:
         table = Table("started_at", "night", "series", "metric", "value", "unit", "better")
         for p in found:
-            table.add_row(p.started_at, p.nightly_id or "-", p.series, p.key,
-                          f"{p.value:.4g}" + (" (bound)" if p.generator_bound else ""),
-                          p.unit, p.better)
+            table.add_row(*(escape(c) for c in (
+                p.started_at, p.nightly_id or "-", p.series, p.key,
+                f"{p.value:.4g}" + (" (bound)" if p.generator_bound else ""), p.unit,
+                p.better)))
         console.out.print(table)
         if not found:
             console.out.print("no stored metrics match")
