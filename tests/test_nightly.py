@@ -317,3 +317,45 @@ def test_a_failed_run_is_stored_as_failed_and_the_night_goes_on(
     assert [(r.series, r.status, r.error) for r in stored.runs] == [
         ("flannel:vxlan [light]", "failed", "step X: boom"),
         ("calico:bgp [light]", "complete", ""), ("weave:auto [light]", "interrupted", "")]
+
+
+@pytest.mark.docker
+def test_ctrl_c_stops_the_night_keeps_what_was_stored_and_tears_down(
+        tmp_path: Path, built: dict[str, str]) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import leftovers
+
+    from testbed.provider.docker import DockerProvider
+
+    prefix = f"tbt-nightly-c{RUN_ID}"
+    db, out = tmp_path / "db.sqlite", tmp_path / "night"
+    proc = subprocess.Popen([sys.executable, "-m", "testbed", "nightly", "--db", str(db),
+                             "--out", str(out), "--cluster-prefix", prefix],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 600
+        while "• Load: pod-to-service" not in seen and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line and proc.poll() is not None:
+                break
+            seen += line
+        assert "• Load: pod-to-service" in seen, seen[-3000:]
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        run_cli("down", f"{prefix}-1")
+    seen += rest
+    assert proc.returncode == 130, seen[-3000:]
+    assert leftovers(DockerProvider(), f"{prefix}-1") == []
+    (night,) = analyze.history.nights(Store(db))
+    assert [(r.series, r.status) for r in night.runs] == [(FLANNEL, "interrupted")]
+    assert "2/2" not in seen  # the night stopped: calico never started
+    assert (out / "nightly.html").exists()  # what was stored is still reported
