@@ -169,10 +169,31 @@ def test_report_junit_and_exit_code_from_the_cli(tmp_path: Path) -> None:
 
 def test_no_regression_exits_0(tmp_path: Path) -> None:
     db = tmp_path / "db.sqlite"
-    write_history(Store(db), {FLANNEL: stable()}, nights=8)
-    res = run_cli("nightly", "--report-only", "--db", str(db), "--out", str(tmp_path / "r"))
+    write_history(Store(db), {FLANNEL: stable()}, nights=12)
+    res = run_cli("nightly", "--report-only", "--db", str(db), "--out", str(tmp_path / "r"),
+                  "--nights", "10", "--json")
     assert res.returncode == 0, res.stderr
-    assert "nightly report:" in res.stdout
+    data = json.loads((tmp_path / "r" / "nightly.json").read_text())["data"]
+    assert len(data["nights"]) == 10 and data["rule"]["history_nights"] == 10
+    res = run_cli("nightly", "--report-only", "--db", str(db), "--nights", "3")
+    assert res.returncode == 2 and "--nights 3" in res.stderr
+
+
+def test_image_digest_and_release_changes_are_listed(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite")
+    write_history(store, {FLANNEL: step_rps(NIGHTS - 1)}, env_change={
+        20: {"image_digests": {"cni": "sha256:ccc", "node": "sha256:bbb"}},
+        NIGHTS - 1: {"release": "v0.28.11"}})
+    a = analyze.analyze(store)
+    (row,) = a.flagged
+    assert row.env_changes == ["release: v0.28.10 -> v0.28.11"]  # the night of the step
+    assert [c for _, cs in a.env[FLANNEL] for c in cs] == [
+        "image_digests.cni: sha256:aaa -> sha256:ccc", "release: v0.28.10 -> v0.28.11"]
+    res = run_cli("nightly", "--report-only", "--db", str(store.path), "--out",
+                  str(tmp_path / "r"))
+    assert res.returncode == 1
+    assert "image_digests.cni: sha256:aaa -&gt; sha256:ccc" in (
+        tmp_path / "r" / "nightly.html").read_text()
 
 
 @pytest.mark.parametrize(("text", "expect"), [

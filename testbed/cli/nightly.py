@@ -19,6 +19,7 @@ from testbed.errors import UserError
 
 PREFIX = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 SINCE = re.compile(r"^(\d+)d$")
+MAX_NIGHTS = 3660
 
 
 def _file_arg(value: str | None, flag: str) -> None:
@@ -40,20 +41,27 @@ def _file_arg(value: str | None, flag: str) -> None:
                                                "~/.config/systemd/user).")
 @click.option("--print-cron", is_flag=True, help="Print a crontab line for the nightly.")
 @click.option("--at", "at", default="02:00", show_default=True, help="Time of day, HH:MM.")
+@click.option("--nights", "nights", type=int, default=30, show_default=True,
+              help="History shown and measured for noise (trend plots), in nights.")
 @click.option("--json", "as_json", is_flag=True)
 @_errors
 def nightly(matrix_file: str | None, out: str | None, db: str | None, junit_file: str | None,
             report_only: bool, cluster_prefix: str | None, install_timer: bool,
-            unit_dir: str | None, print_cron: bool, at: str, as_json: bool) -> None:
+            unit_dir: str | None, print_cron: bool, at: str, nights: int,
+            as_json: bool) -> None:
     """Run the nightly matrix under one nightly id, then the nightly report (exit 1 when a
     regression is flagged)."""
-    from testbed.nightly import analyze, matrix, report, runner, schedule
+    from testbed.nightly import analyze, matrix, report, rule, runner, schedule
     from testbed.paths import data_dir
     from testbed.results import Store
     from testbed.run import options
 
     _file_arg(junit_file, "--junit")
     options.check_db(db)
+    low = rule.RULE.baseline_nights + 1
+    if not low <= nights <= MAX_NIGHTS:
+        raise UserError(f"--nights {nights}: out of range; allowed: {low} to {MAX_NIGHTS}")
+    judged = dataclasses.replace(rule.RULE, history_nights=nights)
     spec = matrix.load(matrix_file)  # validated first, whatever else is asked
     mpath = Path(matrix_file) if matrix_file else None
     if install_timer or print_cron:
@@ -83,9 +91,9 @@ def nightly(matrix_file: str | None, out: str | None, db: str | None, junit_file
         if night.interrupted and not night.outcomes[-1].run_id and len(night.outcomes) == 1:
             console.fail("interrupted before the first run was stored: nothing to report")
             sys.exit(130)
-        found = analyze.analyze(store, nightly_id)
+        found = analyze.analyze(store, nightly_id, judged)
     else:
-        found = analyze.analyze(store)
+        found = analyze.analyze(store, rule=judged)
         dest = Path(out) if out else data_dir() / "nightly" / found.last.nightly_id
     files = report.render(found, dest, wall)
     if junit_file:
