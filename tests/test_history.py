@@ -117,6 +117,16 @@ def test_two_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
         assert c.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 2
 
 
+def test_odd_figures_never_stop_a_run_being_stored(tmp_path: Path) -> None:
+    store = Store(tmp_path / "odd.sqlite")
+    s = summary("odd", float("nan"))
+    s["latency"] = {"trials": "not a list of trials"}
+    store.add(s)
+    assert store.get("odd") is not None
+    keys = {p.key for p in history.points(store)}
+    assert "paths.pod-to-service.rps" not in keys and "paths.pod-to-service.p99_ms" in keys
+
+
 def _stored(tmp_path: Path) -> Store:
     store = Store(tmp_path / "h.sqlite")
     for night in range(3):

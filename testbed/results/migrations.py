@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -61,8 +62,14 @@ def metric_rows(summary: Mapping[str, Any]) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
     base = (summary["run_id"], series_of(summary), summary["cni"], summary.get("backend") or "",
             summary.get("nightly_id"), summary.get("started_at") or utc_now())
-    for metric in flatten(summary).values():
+    try:
+        found = flatten(summary)
+    except Exception:  # derived data: an odd section never stops the run being stored
+        return rows
+    for metric in found.values():
         for trial, value in enumerate(metric.values):
+            if not math.isfinite(value):
+                continue
             rows.append((base[0], len(rows), *base[1:], metric.key, metric.unit, metric.better,
                          int(metric.ranked), int(metric.generator_bound), trial, value))
     return rows
