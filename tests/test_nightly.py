@@ -154,11 +154,16 @@ def test_report_junit_and_exit_code_from_the_cli(tmp_path: Path) -> None:
     assert res.returncode == 1 and f"REGRESSION {FLANNEL} paths.pod-to-service.rps" in res.stdout
     page = (tmp_path / "r" / "nightly.html").read_text()
     assert page.count('data-chart="trend-') == 4 and "REGRESSION" in page
+    assert page.count("<svg") == 4  # every plot is inline SVG: nothing fetched
     assert "median of the previous 7 nights" in page  # the rule is stated
     md = (tmp_path / "r" / "nightly.md").read_text()
     assert "Regressions (1)" in md
-    data = json.loads((tmp_path / "r" / "nightly.json").read_text())["data"]
+    full = json.loads((tmp_path / "r" / "nightly.json").read_text())
+    data = full["data"]
     assert data["flagged"] == [{"series": FLANNEL, "key": "paths.pod-to-service.rps"}]
+    (trends,) = [s for s in full["sections"] if s["id"] == "trends"]
+    bands = [b for c in trends["charts"] for b in c["bands"]]
+    assert len(bands) == 8 and all(b["low"] < b["high"] and b["last"] == NIGHTS for b in bands)
     suite = ET.parse(xml).getroot()
     cases = suite.findall("testcase")
     assert len(cases) == 8 and suite.get("failures") == "1"

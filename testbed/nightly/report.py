@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.nightly.analyze import Analysis, Row
-from testbed.nightly.plots import trend
+from testbed.nightly.plots import Band, TrendChart, trend
 from testbed.reports import markdown, pages
 from testbed.reports.model import Cell, Chart, Document, Section, Series, Table, num
 from testbed.results.atomic import write_text
@@ -41,22 +41,33 @@ def _metric_table(tid: str, title: str, rows: list[Row]) -> Table:
                   for r in rows])
 
 
+def _band(index: int, row: Row, nights: int) -> Band | None:
+    v = row.verdict
+    if v.baseline is None or v.threshold is None or not row.judged:
+        return None
+    first = max(1, nights - v.n_baseline)
+    return Band(index, float(first), float(nights), v.baseline - v.threshold,
+                v.baseline + v.threshold)
+
+
 def _charts(a: Analysis) -> list[Chart]:
     labels = [n.started_at[5:10] for n in a.nights]
     by_key: dict[str, list[Row]] = {}
     for r in a.rows:
         by_key.setdefault(r.key, []).append(r)
-    charts = []
+    charts: list[Chart] = []
     for i, (key, rows) in enumerate(sorted(by_key.items())):
         flagged = [r.series for r in rows if r.judged and r.verdict.flagged]
         note = f"⚠ regression: {', '.join(flagged)}" if flagged else ""
-        charts.append(Chart(
+        charts.append(TrendChart(
             f"trend-{i}", "line", f"{key} ({rows[0].better} is better)", rows[0].unit,
-            x_label=f"night (last {len(a.nights)}, oldest first)", categories=labels,
+            x_label=f"night (last {len(a.nights)}, oldest first; shaded: the rule's band "
+                    "around the baseline median)", categories=labels,
             series=[Series(r.series, points=[(float(x), float(v))
                                              for x, v in enumerate(r.values, 1)
                                              if v is not None]) for r in rows],
-            flagged=flagged, note=note))
+            flagged=flagged, note=note, bands=[b for s, r in enumerate(rows)
+                                               if (b := _band(s, r, len(a.nights)))]))
     return charts
 
 
