@@ -92,7 +92,8 @@ def run_night(provider: Provider, planned: list[Planned], nightly_id: str,
                 "nightly_trial": p.trial}
         run_id, status, error = "", "complete", ""
         try:
-            run = pipeline.start(provider, p.spec, p.module, p.backend, p.opts, p.out, meta)
+            run = pipeline.start(provider, p.spec, p.module, p.backend, p.opts, p.out,
+                                 meta=meta)
             run.name = f"{prefix}-{i}"
             run_id = run.rundir.run_id if run.rundir else ""
             pipeline.execute(run)
