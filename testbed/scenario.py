@@ -16,6 +16,7 @@ from testbed.constants import INT64_MAX, MAX_NODES, MIN_NODES, RELEASE_PATTERN
 from testbed.errors import UserError
 from testbed.networks import check_networks
 from testbed.paths import SCENARIOS_DIR
+from testbed.sweepconf import SweepProfile
 from testbed.validation import (
     HOST,
     INGRESS_PATH,
@@ -261,6 +262,7 @@ class Scenario(_Model):
     network_policies: list[NetworkPolicy] = Field(default_factory=list,
                                                   alias="networkPolicies")
     load: LoadProfile = Field(default_factory=LoadProfile)
+    sweep: SweepProfile = Field(default_factory=SweepProfile)  # open-loop sweep of load.paths
     # The edge: an internet network (outside client, echo server) the nodes join, and the
     # ingress on node 1. `edge: false` gives a bare kind-like cluster: nodes, CNI, pods.
     edge: bool = True

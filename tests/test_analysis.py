@@ -113,3 +113,40 @@ def test_flatten_names_every_metric_with_trials_in_order() -> None:
     assert m["latency.pod-to-service.rr.p50_us"].better == "lower"
     assert m["sweeps.ingress.knee_rps"].values == [800.0, 900.0]
     assert "latency.pod-to-service.rr.p99_us" not in m  # absent values make no metric
+
+
+def _summary(rps: list[float], datapath: str, bound: bool = False) -> dict[str, object]:
+    return {"datapath": datapath,
+            "paths": [{"path": "pod-to-service", "requests": 1000, "failures": 0, "rps": v,
+                       "trial": i + 1, "generator_bound": bound} for i, v in enumerate(rps)],
+            "baselines": [{"path": "node-to-node", "requests": 9, "rps": v, "trial": i + 1}
+                          for i, v in enumerate(rps)]}
+
+
+def test_verdict_table_names_a_real_winner_and_its_datapath() -> None:
+    from testbed.analysis.verdicts import table
+
+    rows = {r.metric: r for r in table([
+        ("flannel", _summary([100.0, 101.0, 99.0], "vxlan")),
+        ("calico", _summary([150.0, 151.0, 149.0], "routed"))])}
+    rps = rows["paths.pod-to-service.rps"]
+    assert rps.winner == "calico" and rps.runner_up == "flannel" and rps.significant
+    assert rps.why == "routed" and abs((rps.margin or 0) - 0.5) < 1e-9
+    assert rps.figures["calico"].n == 3
+    floor = rows["baselines.node-to-node.rps"]
+    assert floor.winner is None and not floor.ranked and "floor" in floor.reason
+    assert list(rows).index("paths.pod-to-service.rps") < list(rows).index(
+        "baselines.node-to-node.rps")  # ranked metrics first
+
+
+def test_verdict_table_says_no_difference_inside_the_noise_and_never_ranks_bound() -> None:
+    from testbed.analysis.verdicts import table
+
+    noisy = {r.metric: r for r in table([
+        ("a", _summary([100.0, 140.0, 60.0], "x")), ("b", _summary([105.0, 65.0, 150.0], "y"))])}
+    assert noisy["paths.pod-to-service.rps"].winner is None
+    assert noisy["paths.pod-to-service.rps"].reason.startswith("no difference")
+    bound = {r.metric: r for r in table([
+        ("a", _summary([100.0, 101.0], "x", bound=True)), ("b", _summary([500.0, 501.0], "y"))])}
+    assert bound["paths.pod-to-service.rps"].winner is None
+    assert "generator-bound" in bound["paths.pod-to-service.rps"].reason

@@ -386,7 +386,7 @@ def test_schema_is_documented(store: Store) -> None:
 def test_bad_rows_are_refused(tmp_path: Path) -> None:
     run = RunDir.create(tmp_path, "flannel", "vxlan")
     with pytest.raises(ResultsError, match="unknown results section"):
-        run.record_partial("latency", [])
+        run.record_partial("latencies", [])
     with pytest.raises(ResultsError, match="dict or a list of dicts"):
         run.record_partial("paths", ["pod-to-service"])
     with pytest.raises(ResultsError, match=r"paths\.0\.rps='fast' is not valid: .*number"):

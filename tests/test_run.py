@@ -13,8 +13,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from browser import browser_charts
 from conftest import RUN_ID, run_cli
 
+from testbed.paths import REPO_ROOT
 from testbed.provider.docker import DockerProvider
 
 pytestmark = pytest.mark.docker
@@ -90,17 +92,56 @@ def test_short_run_measures_every_path_and_stores_it(cni: str, tmp_path: Path,
     assert _no_clusters_named("run-")
 
 
-def test_compare_two_cnis_side_by_side(tmp_path: Path, built: dict[str, str]) -> None:
-    res = run_cli("compare", "flannel:host-gw", "calico:vxlan", *SHORT[:4],
-                      "--out", str(tmp_path / "runs"), "--db", str(tmp_path / "db.sqlite"),
-                      "--json", timeout=1500)
+def _one_path_scenario(tmp: Path) -> Path:
+    """The light scenario with one path under load (each Locust phase costs ~7 s of set-up)."""
+    text = (REPO_ROOT / "scenarios" / "light.yaml").read_text()
+    lines = [("load: {users: 4, spawn_rate: 4, duration_s: 5, seed: 1, workers: 1, "
+              "paths: [pod-to-service]}") if line.startswith("load:") else line
+             for line in text.splitlines()]
+    assert any("paths: [pod-to-service]" in line for line in lines)
+    path = tmp / "one-path.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_compare_two_cnis_with_trials_gives_intervals_verdicts_and_a_drawn_report(
+        tmp_path: Path, built: dict[str, str]) -> None:
+    res = run_cli("compare", "flannel:host-gw", "calico:vxlan", "--scenario",
+                  str(_one_path_scenario(tmp_path)), "--trials", "2",
+                  "--out", str(tmp_path / "runs"), "--db", str(tmp_path / "db.sqlite"),
+                  "--json", timeout=1500)
     assert res.returncode == 0, res.stderr[-3000:]
     doc = json.loads(res.stdout)
-    assert len(doc["runs"]) == 2
+    assert len(doc["runs"]) == 2 and doc["trials"] == 2
+    verdicts = {v["metric"]: v for v in doc["verdicts"]}
+    for key in ("paths.pod-to-service.rps", "latency.pod-to-pod-cross-node.rr.p50_us",
+                "throughput.pod-to-pod-cross-node.tcpx1.gbit_s"):
+        v = verdicts[key]
+        assert len(v["figures"]) == 2, v
+        for f in v["figures"].values():  # two trials each: a real interval around the median
+            assert f["n"] == 2 and f["low"] <= f["high"] and len(f["samples"]) == 2, f
+        assert v["ranked"] and v["test"].startswith("Welch")
+        assert (v["winner"] is None) == (not v["significant"]), v
+        assert v["reason"]
+    assert not verdicts["baselines.node-to-node.rps"]["ranked"]
+    # Every row carries its trial, and the second trial measured the CNIs in the other order.
+    summaries = [json.loads((tmp_path / "runs" / r / "summary.json").read_text())
+                 for r in doc["runs"]]
+    for s in summaries:
+        assert {p["trial"] for p in s["paths"]} == {1, 2}
+        assert {r["trial"] for r in s["latency"]["rows"]} == {1, 2}
+        assert {r["work"] for r in s["cost"]["rows"]} == {"gbit", "requests"}
+    order = summaries[0]["trials"]["order"]
+    assert order == [doc["runs"], doc["runs"][::-1]]
     html = Path(doc["report"]).read_text()
-    assert "flannel" in html and "calico" in html and html.count("SOURCE build") >= 2
+    assert html.index('id="verdict"') < html.index('id="curves"') < html.index('id="columns"')
     assert "github.com/flannel-io/flannel@v0.28.10" in html
     assert "github.com/projectcalico/calico@v0.0.0-20251021213802-b1f3c43f8437" in html
+    drawn = browser_charts(Path(doc["report"]))
+    assert len(drawn) >= 6, drawn
+    for chart in drawn:
+        assert chart["width"] > 100 and chart["height"] > 100, chart
+        assert chart["series"] > 0, f"chart {chart['id']} has nothing plotted"
 
 
 def test_interrupted_run_is_stored_and_marked(tmp_path: Path, built: dict[str, str]) -> None:

@@ -75,8 +75,10 @@ def _throughput(c: _Collector, rows: Iterable[Mapping[str, Any]]) -> None:
         path = str(row.get("path"))
         base = f"throughput.{path}.{row.get('protocol', 'tcp')}x{row.get('streams', 1)}"
         ranked = path not in UNRANKED_PATHS
-        c.put(f"{base}.gbit_s", "Gbit/s", "higher", row.get("gbit_s"), ranked=ranked)
-        c.put(f"{base}.loss_pct", "%", "lower", row.get("loss_pct"), ranked=ranked)
+        bound = bool(row.get("generator_bound"))
+        c.put(f"{base}.gbit_s", "Gbit/s", "higher", row.get("gbit_s"), bound=bound,
+              ranked=ranked)
+        c.put(f"{base}.lost_pct", "%", "lower", row.get("lost_pct"), ranked=ranked)
 
 
 def _latency(c: _Collector, trials: Iterable[Mapping[str, Any]]) -> None:
@@ -91,16 +93,22 @@ def _latency(c: _Collector, trials: Iterable[Mapping[str, Any]]) -> None:
 def _sweeps(c: _Collector, trials: Iterable[Mapping[str, Any]]) -> None:
     for doc in trials:
         for path, sweep in doc.items():
-            if isinstance(sweep, Mapping):
-                c.put(f"sweeps.{path}.knee_rps", "req/s", "higher", sweep.get("knee_rps"),
+            if not isinstance(sweep, Mapping):
+                continue
+            knees = sweep.get("trial_knees")  # a run of several trials keeps each one's knee
+            for value in knees if isinstance(knees, list) else [sweep.get("knee_rps")]:
+                c.put(f"sweeps.{path}.knee_rps", "req/s", "higher", value,
                       bound=bool(sweep.get("generator_bound")))
 
 
 def _cost(c: _Collector, trials: Iterable[Mapping[str, Any]]) -> None:
     for doc in trials:
-        for name, value in doc.items():
-            if name.endswith(("per_gbit", "per_1000_requests")):
-                c.put(f"cost.{name}", "CPU-s", "lower", value)
+        for row in _trials(doc.get("rows", [])):
+            path = str(row.get("path"))
+            for name, value in row.items():
+                if name.endswith(("per_gbit", "per_1000_requests")):
+                    c.put(f"cost.{path}.{name}", "CPU-s", "lower", value,
+                          ranked=path not in UNRANKED_PATHS)
 
 
 def _per_trial(section: Any) -> list[Mapping[str, Any]]:

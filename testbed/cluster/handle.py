@@ -61,7 +61,7 @@ class Cluster:
                         backend=backend)
         with interrupts.guard(self.name):
             try:
-                pipeline.run(steps.steps(ctx), ctx)
+                pipeline.run(steps.steps(ctx), ctx, ctx.timings)
                 self.provider.create_volume(model.marker_name(self.name), self.name,
                                             model.MARKER_ROLE)
             except BaseException:

@@ -42,6 +42,8 @@ class Cni(ABC):
     name: str
     backends: tuple[str, ...]
     default_backend: str
+    # backend -> the datapath in one line: why its figures look the way they do (reports).
+    datapaths: dict[str, str] = {}
     # The upstream Go module the daemons are built from, and the release used by default.
     module: str
     default_release: str

@@ -129,6 +129,8 @@ class Calico(Cni):
     name = "calico"
     backends = ("bgp", "vxlan")
     default_backend = "bgp"
+    datapaths = {"bgp": "routed, no encapsulation (BIRD BGP routes, felix iptables)",
+                 "vxlan": "VXLAN encapsulation in the kernel (felix-managed, 50 B overhead)"}
     module = MODULE
     default_release = DEFAULT_RELEASE
     node_volumes = {

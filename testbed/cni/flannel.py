@@ -61,6 +61,8 @@ class Flannel(Cni):
     name = "flannel"
     backends = ("vxlan", "host-gw")
     default_backend = "vxlan"
+    datapaths = {"vxlan": "VXLAN encapsulation in the kernel (50 B overhead), no policy",
+                 "host-gw": "routed, no encapsulation (host routes per node), no policy"}
     module = MODULE
     default_release = DEFAULT_RELEASE
     node_volumes = {"cni-bin": "/opt/cni/bin", "flannel-run": "/run/flannel"}

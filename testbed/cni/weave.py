@@ -239,6 +239,8 @@ class Weave(Cni):
     name = "weave"
     backends = ("auto",)
     default_backend = "auto"
+    datapaths = {"auto": "userspace sleeve (pcap capture in the weave router), or fastdp "
+                         "where the kernel has Open vSwitch"}
     module = MODULE
     default_release = DEFAULT_RELEASE
     node_volumes = {"cni-bin": "/opt/cni/bin", "weavedb": "/var/lib/weave"}

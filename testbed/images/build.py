@@ -186,8 +186,9 @@ def _build(store: ImageStore, res: Resolved, base_tag: str) -> None:
             folder = gobuild.build(go)
             shutil.copytree(folder, ctx / "go" / go.name, symlinks=True)
             prov = gobuild.provenance(folder)
-            labels |= {"io.testbed.build": "source",
-                       f"io.testbed.source.{go.name}": json.dumps(
+            if spec.cni:  # a CNI's image is source-built; a tool in a core image is not its kind
+                labels["io.testbed.build"] = "source"
+            labels |= {f"io.testbed.source.{go.name}": json.dumps(
                            {k: prov[k] for k in ("module", "version", "release", "sum", "go",
                                                  "vcs_revision")}, sort_keys=True)}
         store.build(str(ctx), res.tag, {"BASE": base_tag}, labels, console.progress)

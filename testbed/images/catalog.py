@@ -40,12 +40,20 @@ class ImageSpec:
         return f"testbed/{self.name}"
 
 
+# vegeta, the open-loop constant-rate HTTP generator of the load sweeps (testbed/load/openloop.py),
+# built from its upstream module through the Go module proxy into the node image.
+VEGETA = GoSource(
+    name="vegeta", module="github.com/tsenart/vegeta/v12", version="v12.13.0",
+    release="v12.13.0", binaries=(("", "vegeta"),),
+    ldflags="-s -w -X main.Version={release}")
+
 BASE = ImageSpec(name="base", role="base")
 NODE = ImageSpec(
     name="node",
     role="node",
     sources=NODE_PACKAGES,
     wheels=node_requirements(),
+    go=(VEGETA,),
 )
 ETCD = ImageSpec(name="etcd", role="datastore")
 INGRESS = ImageSpec(name="ingress", role="ingress")

@@ -28,6 +28,8 @@ class UpContext:
     etcd_ip: str = ""
     nodes: list[NodeRef] = field(default_factory=list)
     pods: list[PodRecord] = field(default_factory=list)
+    # (step title, wall seconds) of each finished step, then sub-steps as "step / part"
+    timings: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def ref(self) -> ClusterRef:

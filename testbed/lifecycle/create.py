@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from testbed import console, images
 from testbed.cluster import model
@@ -30,6 +31,10 @@ __all__ = ["UpContext"]  # the steps' shared context, re-exported for callers of
 
 ETCD_TIMEOUT = TIMEOUTS.etcd
 CNI_TIMEOUT = TIMEOUTS.cni
+# The CNI's own readiness check is two `docker exec`s (calico-node's probe is a Go binary):
+# polled every 0.1 s by every node at once it kept a 2-core machine busy while 10 nodes
+# waited for their BGP mesh, so the pause backs off to this.
+READY_POLL_MAX = 0.8
 
 
 def ensure_images(ctx: UpContext) -> None:
@@ -135,11 +140,13 @@ def start_cluster(ctx: UpContext) -> None:
     datastore keys must not need them).
     """
     n = ctx.scenario.nodes
+    began = time.monotonic()
     with pool(2 * n + 1) as workers:
 
         def configure() -> None:
             start_etcd(ctx)
             configure_datastore(ctx)
+            ctx.timings.append(("  etcd configured", time.monotonic() - began))
 
         def install(index: int, vols: dict[str, str]) -> None:
             install_plugins(ctx, NodeRef(name=model.node_name(ctx.name, index), index=index,
@@ -151,6 +158,7 @@ def start_cluster(ctx: UpContext) -> None:
             ref = start_node(ctx, index, vols)
             installed.result()
             write_conflist(ctx, ref)
+            ctx.timings.append((f"  {ref.name} started", time.monotonic() - began))
             return ref
 
         configured = workers.submit(configure)
@@ -163,9 +171,10 @@ def start_cni(ctx: UpContext) -> None:
     """The CNI daemons, one set per node, each sharing its node's network namespace."""
     cluster = ctx.ref
     specs = [s for n in ctx.nodes for s in ctx.cni.daemon_specs(cluster, n)]
+    labels = ctx.labels()
     for s in specs:
-        s.labels = {**ctx.labels(), **s.labels}
-    parallel(ctx.provider.run, specs)
+        s.labels = {**labels, **s.labels}
+    parallel(ctx.provider.run, specs, workers=min(len(specs), 16))
 
 
 def cni_logs(ctx: UpContext, node: NodeRef) -> str:
@@ -188,7 +197,7 @@ def wait_cni(ctx: UpContext, node: NodeRef) -> None:
                         f"{cni_logs(ctx, node)}")
     until(lambda: ctx.cni.ready(ctx.provider, node.name), CNI_TIMEOUT,
           f"{ctx.cni.name} on {node.name} to report ready", lambda: cni_logs(ctx, node),
-          interval=0.1)
+          interval=0.1, max_interval=READY_POLL_MAX)
 
 
 def add_pods(ctx: UpContext, node: NodeRef, batch: list[tuple[str, list[str]]]
@@ -197,7 +206,10 @@ def add_pods(ctx: UpContext, node: NodeRef, batch: list[tuple[str, list[str]]]
     and then adds the pods, unless the CNI has a readiness check of its own to pass first."""
     agent = NodeAgent(ctx.provider, node.name)
     if ctx.cni.has_ready_check:
+        began = time.monotonic()
         wait_cni(ctx, node)
+        ctx.timings.append((f"  {node.name}: {ctx.cni.name} ready after",
+                            time.monotonic() - began))
         return agent.pod_add_many(batch) if batch else []
     if not batch:
         wait_cni(ctx, node)
@@ -217,6 +229,7 @@ def deploy_pods(ctx: UpContext) -> None:
     for pod, node_index, dep in ctx.scenario.pods():
         per_node[node_index].append((pod, [c.agent_spec() for c in dep.containers]))
     n = len(ctx.nodes)
+    began = time.monotonic()
     with pool(n + 1) as workers:
         internet = workers.submit(edge.start_internet, ctx) if ctx.scenario.edge else None
 
@@ -227,6 +240,7 @@ def deploy_pods(ctx: UpContext) -> None:
 
         def deploy(node: NodeRef) -> list[PodRecord]:
             added = add_pods(ctx, node, per_node[node.index])
+            ctx.timings.append((f"  {node.name}: {len(added)} pods", time.monotonic() - began))
             join(node)
             return added
 

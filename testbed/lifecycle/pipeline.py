@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -21,20 +22,25 @@ class Step(Generic[Ctx]):
     quiet: bool = False
 
 
-def run(steps: list[Step[Ctx]], ctx: Ctx) -> None:
+def run(steps: list[Step[Ctx]], ctx: Ctx,
+        timings: list[tuple[str, float]] | None = None) -> None:
     """Run steps in order; an unexpected error becomes a StepError naming the step.
 
-    Cleaning up after a failure or Ctrl-C is the caller's (the cluster handle's rollback).
+    With `timings`, each finished step appends (title, wall seconds) to it (the profile of
+    `up`). Cleaning up after a failure or Ctrl-C is the caller's (the cluster handle's rollback).
     """
     current = ""
     try:
         for s in steps:
             current = s.title
+            start = time.monotonic()
             if s.quiet:
                 s.execute(ctx)
-                continue
-            with console.step(s.title):
-                s.execute(ctx)
+            else:
+                with console.step(s.title):
+                    s.execute(ctx)
+            if timings is not None:
+                timings.append((s.title, time.monotonic() - start))
     except TestbedError:
         raise
     except Exception as e:

@@ -57,9 +57,12 @@ CANCELLED = threading.Event()
 
 
 def until(check: Callable[[], bool], timeout: float, what: str,
-          logs: Callable[[], str] | None = None, interval: float = 0.25) -> float:
+          logs: Callable[[], str] | None = None, interval: float = 0.25,
+          max_interval: float = 0.0) -> float:
     """Poll `check` until true; return seconds waited, or raise naming `what` with logs.
 
+    With `max_interval`, the pause doubles after each miss up to it (a costly check, e.g. a
+    `docker exec` per node, then loads a busy machine less the longer the wait).
     A cancelled lifecycle (Ctrl-C) stops the poll at once.
     """
     start = time.monotonic()
@@ -72,6 +75,8 @@ def until(check: Callable[[], bool], timeout: float, what: str,
             detail = f"\n--- last logs ---\n{logs().rstrip()}" if logs else ""
             raise StepError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
         time.sleep(interval)
+        if max_interval > interval:
+            interval = min(2 * interval, max_interval)
 
 
 @dataclass(frozen=True)

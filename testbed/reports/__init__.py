@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from testbed.reports import compare, describe, html, markdown, run
+from testbed.analysis import verdicts
+from testbed.reports import compare, describe, html, markdown, run, verdict
 from testbed.reports.model import Document, Section, Table, num
 from testbed.results.atomic import write_text
 from testbed.results.summary import utc_now
@@ -65,9 +66,19 @@ def render_many(summaries: Sequence[Mapping[str, Any]], out_dir: str | Path,
 
 def render_compare(summaries: Sequence[Mapping[str, Any]], out_dir: str | Path,
                    stem: str = "compare") -> dict[str, Path]:
-    """Side-by-side report: each metric per path per column, vs the ceiling and the best."""
-    sections, data = compare.sections(summaries)
-    title = "testbed compare: " + ", ".join(compare.labels(summaries))
+    """The verdict per metric first, then the curves, then each metric per path per column
+    (vs the ceiling and the best); what ran and the environment last, folded."""
+    details, data = compare.sections(summaries)
+    labels = compare.labels(summaries)
+    rows = verdicts.table(list(zip(labels, summaries, strict=True)))
+    data["verdicts"] = [r.to_dict() for r in rows]
+    head = [s for s in details if s.id == "columns"]
+    for s in head:
+        s.title, s.folded = "What ran: builds, versions and the environment", True
+    sections = [verdict.verdict_section(rows, labels),
+                verdict.curves_section(rows, summaries, labels),
+                *(s for s in details if s.id != "columns"), *head]
+    title = "testbed compare: " + ", ".join(labels)
     doc = Document("compare", title, utc_now(), sections, data)
     return _write(doc, out_dir, stem)
 

@@ -121,7 +121,8 @@ def metrics(summaries: Sequence[Mapping[str, Any]]) -> list[Metric]:
                 == (path, proto, streams)), None)
             value = None if row is None or row.get("gbit_s") is None else float(row["gbit_s"])
             ceiling, where = _tput_ceiling(s, proto, streams)
-            cells.append(Cell(col, value, ceiling, where, _ratio(value, ceiling)))
+            cells.append(Cell(col, value, ceiling, where, _ratio(value, ceiling),
+                              generator_bound=bool(row and row.get("generator_bound"))))
         name = throughput_series_name(proto, streams)
         out.append(Metric(path, f"gbit_s {proto} x{streams}", f"{name} (Gbit/s)", "higher",
                           cells))
@@ -171,7 +172,7 @@ def sections(summaries: Sequence[Mapping[str, Any]]) -> tuple[list[Section], dic
         _chart("compare-rps", "Requests per second per path", "requests/s",
                [m for m in ms if m.metric == "rps"], cols, flag=True),
         *(_chart(f"compare-{_slug(kind)}", f"Throughput per path: {label}", "Gbit/s",
-                 [m for m in ms if m.metric == kind], cols)
+                 [m for m in ms if m.metric == kind], cols, flag=True)
           for kind, label in dict.fromkeys((m.metric, m.label.removesuffix(" (Gbit/s)"))
                                            for m in ms if m.metric.startswith("gbit_s")))])
     out = [head, charts]

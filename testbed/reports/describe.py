@@ -26,7 +26,8 @@ def build_kind(s: Mapping[str, Any]) -> str:
 
 def column_label(s: Mapping[str, Any]) -> str:
     """A compare column: `flannel vxlan v0.28.10 [source]`."""
-    return f"{cni_label(s)} [{build_kind(s)}]"
+    mtu = f" mtu {s['cni_mtu']}" if s.get("cni_mtu") else ""
+    return f"{cni_label(s)}{mtu} [{build_kind(s)}]"
 
 
 def _digest(s: Mapping[str, Any], role: str, image: str) -> str:

@@ -17,6 +17,7 @@ class Series:
     name: str
     values: list[float | None] = field(default_factory=list)
     points: list[tuple[float, float]] = field(default_factory=list)
+    intervals: list[tuple[float, float] | None] = field(default_factory=list)  # bar error bars
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Chart:
     series: list[Series] = field(default_factory=list)
     flagged: list[str] = field(default_factory=list)
     note: str = ""
+    log_y: bool = False  # line charts: a logarithmic y axis, a marker per point
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Section:
     charts: list[Chart] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     links: list[tuple[str, str]] = field(default_factory=list)  # (label, relative href)
+    folded: bool = False  # shown folded in HTML (the environment, at the end)
 
 
 @dataclass

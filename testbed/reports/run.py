@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from testbed.reports import describe
+from testbed.reports import describe, probes, sweeps
 from testbed.reports.model import GENERATOR_BOUND, Chart, Section, Series, Table, fnum, num
 from testbed.results.models import baseline_kind
 from testbed.results.summary import COLUMNS
@@ -165,5 +165,7 @@ def _resources(s: Mapping[str, Any], pre: str) -> Section:
 def sections(s: Mapping[str, Any], prefix: str = "",
              links: list[tuple[str, str]] | None = None) -> list[Section]:
     """Every section of one run's report; ids carry `prefix` so several runs share a page."""
-    return [_header(s, prefix, links or []), _latency(s, prefix), _rps(s, prefix),
-            _throughput(s, prefix), _resources(s, prefix)]
+    every = [_header(s, prefix, links or []), _latency(s, prefix), _rps(s, prefix),
+             *sweeps.sections(s, prefix), probes.latency(s, prefix), _throughput(s, prefix),
+             _resources(s, prefix), probes.cost(s, prefix)]
+    return [sec for sec in every if sec is not None]

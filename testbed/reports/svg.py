@@ -20,6 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
@@ -128,8 +129,10 @@ def _mark(text: str, chart_id: str, kind: str, title: str, names: Sequence[str])
 
 def bar_chart(title: str, categories: Sequence[str], series: Sequence[BarSeries], *,
               y_label: str, x_label: str = "", chart_id: str = "",
-              flagged: Collection[str] = (), note: str = "") -> str:
-    """Grouped bars: one group per category, one bar per series; flagged categories get ⚠."""
+              flagged: Collection[str] = (), note: str = "",
+              intervals: Sequence[Sequence[tuple[float, float] | None]] = ()) -> str:
+    """Grouped bars: one group per category, one bar per series; flagged categories get ⚠;
+    `intervals[series][category]` (low, high) are drawn as error bars."""
     names = [name for name, _ in series]
     with matplotlib.rc_context(RC):  # type: ignore[arg-type]  # typed as Literal keys
         fig, ax = _figure(title)
@@ -143,9 +146,17 @@ def bar_chart(title: str, categories: Sequence[str], series: Sequence[BarSeries]
             for c_i, value in enumerate(vals[:len(categories)]):
                 if value is None:
                     continue
-                (bar,) = ax.bar(c_i - 0.4 + (s_i + 0.5) * width, value, width * 0.95,
-                                color=PALETTE[s_i % len(PALETTE)])
+                x = c_i - 0.4 + (s_i + 0.5) * width
+                (bar,) = ax.bar(x, value, width * 0.95, color=PALETTE[s_i % len(PALETTE)])
                 bar.set_gid(f"series{s_i}-{c_i}")
+                span = intervals[s_i][c_i] if s_i < len(intervals) and \
+                    c_i < len(intervals[s_i]) else None
+                if span is not None:
+                    low, high = span
+                    err = ax.errorbar(x, value, yerr=[[max(0.0, value - low)],
+                                                      [max(0.0, high - value)]],
+                                      fmt="none", ecolor="#333333", capsize=3, linewidth=1)
+                    err.lines[2][0].set_gid(f"interval{s_i}-{c_i}")
         labels = [f"{c} {FLAG}" if c in flagged else c for c in categories]
         longest = max(len(label) for label in labels)
         turn = longest * CHAR_W_IN > WIDTH_IN * 0.85 / len(categories)
@@ -161,8 +172,9 @@ def bar_chart(title: str, categories: Sequence[str], series: Sequence[BarSeries]
 
 
 def line_chart(title: str, series: Sequence[LineSeries], *, x_label: str, y_label: str,
-               chart_id: str = "", note: str = "") -> str:
-    """One line per series over a shared numeric x axis (e.g. seconds since load start)."""
+               chart_id: str = "", note: str = "", log_y: bool = False) -> str:
+    """One line per series over a shared numeric x axis (e.g. seconds since load start);
+    `log_y`: a logarithmic y axis with a marker on every point (latency versus load)."""
     names = [name for name, _ in series]
     with matplotlib.rc_context(RC):  # type: ignore[arg-type]  # typed as Literal keys
         fig, ax = _figure(title)
@@ -174,9 +186,16 @@ def line_chart(title: str, series: Sequence[LineSeries], *, x_label: str, y_labe
             if not pts:
                 continue
             xs, ys = zip(*sorted(pts), strict=True)
-            (line,) = ax.plot(xs, ys, color=PALETTE[s_i % len(PALETTE)], linewidth=2)
+            (line,) = ax.plot(xs, ys, color=PALETTE[s_i % len(PALETTE)], linewidth=2,
+                              marker="o" if log_y else None, markersize=4)
             line.set_gid(f"series{s_i}")
         ax.set_xlim(left=0)
-        ax.set_ylim(bottom=0)
+        if log_y:
+            ax.set_yscale("log")
+            # plain numbers: the default 10^n labels are mathtext, which is off here
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.grid(True, which="major", axis="y")
+        else:
+            ax.set_ylim(bottom=0)
         _finish(fig, ax, names, x_label, y_label, note)
         return _svg(fig, chart_id, "line", title, names)

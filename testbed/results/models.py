@@ -20,7 +20,14 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
 
 
-class PathRow(Record):
+class TrialRecord(Record):
+    """A measured row: which trial of the run took it."""
+
+    trial: int | None = Field(None, description="1..N: the trial that measured the row (`--trials "
+                                                "N`; absent in runs stored before trials)")
+
+
+class PathRow(TrialRecord):
     """One HTTP path under Locust load."""
 
     path: str = Field(description="pod-to-service, pod-to-nodeport, outside-to-ingress, ...")
@@ -37,7 +44,7 @@ class PathRow(Record):
     mtu: int | None = Field(None, description="bytes, if recorded on the row")
 
 
-class ThroughputRow(Record):
+class ThroughputRow(TrialRecord):
     """One iperf3 measurement."""
 
     path: str = Field(description="e.g. pod-to-pod-cross-node, pod-to-service")
@@ -45,9 +52,17 @@ class ThroughputRow(Record):
     streams: int | None = Field(None, description="parallel streams")
     gbit_s: float | None = Field(None, description="Gbit/s (10^9 bit/s)")
     mtu: int | None = Field(None, description="bytes, if recorded on the row")
+    lost_pct: float | None = Field(None, description="UDP: datagrams lost at the set rate, %")
+    retransmits: int | None = Field(None, description="TCP: segments the sender retransmitted")
+    sender_cpu_pct: float | None = Field(None, description="the sending iperf3's CPU, % of one "
+                                                           "core (its own report)")
+    receiver_cpu_pct: float | None = Field(None, description="the receiving iperf3's CPU, %")
+    generator_bound: bool | None = Field(None, description="the sender used a whole core: the "
+                                                           "figure is the generator's limit, "
+                                                           "never ranked")
 
 
-class ResourceRow(Record):
+class ResourceRow(TrialRecord):
     """One container's CPU and memory in one phase."""
 
     container: str = Field(description="container name")
@@ -56,7 +71,7 @@ class ResourceRow(Record):
     mem_mib: float | None = Field(None, description="MiB (2^20 bytes)")
 
 
-class BaselineRow(Record):
+class BaselineRow(TrialRecord):
     """A ceiling measured the same way as the paths."""
 
     path: str = Field(description="`container-to-container` (localhost) or `node-to-node` "
@@ -84,7 +99,7 @@ class BaselineRow(Record):
         return data
 
 
-class TimeseriesRow(Record):
+class TimeseriesRow(TrialRecord):
     """One sample of one path under load."""
 
     path: str = Field(description="path")
@@ -137,6 +152,10 @@ class RunSummary(Record):
     users: int | None = Field(None, description="Locust user count")
     spawn_rate: float | None = Field(None, description="users started per second")
     release: str | None = Field(None, description="the CNI release")
+    cni_mtu: int | None = Field(None, description="the pod MTU asked of the CNI (`cni.mtu`, "
+                                                  "`compare --mtu`); None: the CNI's default")
+    datapath: str | None = Field(None, description="the CNI backend's datapath in one line "
+                                                   "(the `why` of a verdict)")
     module: str | None = Field(None, description="the CNI's Go module")
     build_note: str | None = Field(None, description="what `--build auto` chose and why "
                                                      "(also read from `environment.build_note`)")
@@ -147,6 +166,18 @@ class RunSummary(Record):
                           "version}, `release`, `module`")
     mtu: dict[str, Any] | None = Field(None, description="{path: int}: MTU of each path's "
                                                          "interface, bytes")
+    latency: dict[str, Any] | None = Field(
+        None, description="`rows` [{`path`, `kind` (`rr`: sockperf ping-pong, `crr`: wrk, a new "
+                          "connection per request), `tool`, `rate_per_s`, `p50_us`, `p90_us`, "
+                          "`p99_us`, `p999_us`, `trial`}]: round trips in microseconds")
+    cost: dict[str, Any] | None = Field(
+        None, description="`rows` [{`path`, `work` (`gbit` or `requests`), `amount`, `seconds`, "
+                          "`cni_cpu_s`, `node_cpu_s`, `cni_cpu_s_per_gbit` | "
+                          "`cni_cpu_s_per_1000_requests`, `node_cpu_s_per_...`, `trial`}]: "
+                          "CPU-seconds from the cgroup counters across each phase")
+    trials: dict[str, Any] | None = Field(
+        None, description="`n` trials run, `order` [[run ids in the order each trial measured "
+                          "them]] (compare rotates the CNIs between trials)")
     nightly_id: str | None = Field(None, description="the night this run belongs to "
                                                     "(`python -m testbed nightly`)")
     nightly_entry: str | None = Field(None, description="its matrix entry, e.g. "
@@ -154,6 +185,14 @@ class RunSummary(Record):
     generator: dict[str, Any] | None = Field(
         None, description="`workers` [{`worker`, `cpu_pct`, `bound`}] with `threshold_pct`, or "
                           "{path: {`cpu_max`, `cpu_mean`, `bound`, `workers`}}")
+    sweeps: dict[str, Any] | None = Field(
+        None, description="{path: {`ceiling_rps`, `ceiling_how`, `generator_ceiling_rps`, "
+                          "`generator`, `p99_objective_ms`, `step_s`, `knee_rps` (null: no "
+                          "rate held), `points` [{`offered_rps`, `achieved_rps`, `sent_rps`, "
+                          "`p50_ms`, `p90_ms`, `p99_ms`, `p999_ms`, `requests`, `error_share`, "
+                          "`errors` {kind: count}, `generator_bound`, `generator_cpu_max`, "
+                          "`generator_cpu_mean`}], `trial`, `trial_knees` [each trial's knee]}}: "
+                          "vegeta's open-loop sweep (the latest trial's), ms and rps")
 
 
 class CheckCase(BaseModel):

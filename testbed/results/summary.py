@@ -17,15 +17,17 @@ Summary = dict[str, Any]
 
 # Row sections: lists of flat dicts. The key columns say which rows are "the same measurement",
 # so a later snapshot of a row replaces an earlier one when partial data is merged.
+# `trial` (1..N, absent in a run of one trial) keeps every trial's rows apart.
 ROW_SECTIONS: dict[str, tuple[str, ...]] = {
-    "paths": ("path",),
-    "throughput": ("path", "protocol", "streams"),
-    "resources": ("container", "phase"),
-    "baselines": ("path", "kind", "protocol", "streams"),
-    "timeseries": ("path", "t"),
+    "paths": ("path", "trial"),
+    "throughput": ("path", "protocol", "streams", "trial"),
+    "resources": ("container", "phase", "trial"),
+    "baselines": ("path", "kind", "protocol", "streams", "trial"),
+    "timeseries": ("path", "t", "trial"),
 }
 # Dict sections: merged key by key ("meta" is merged into the top level of the summary).
-DICT_SECTIONS = ("meta", "environment", "mtu", "generator")
+DICT_SECTIONS = ("meta", "environment", "mtu", "generator", "latency", "cost", "trials",
+                 "sweeps")
 SECTIONS = (*ROW_SECTIONS, *DICT_SECTIONS)
 
 # Column order for CSVs and for reading (the row models' fields); other keys are kept, after.

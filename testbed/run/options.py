@@ -78,6 +78,45 @@ def resolve(opts: RunOptions) -> tuple[Scenario, cnis.Cni, str, Path]:
     return spec, module, backend, out
 
 
+MAX_TRIALS = 20
+LINK_MTU = 1500  # the Docker network between the nodes
+MTU_CNIS = {("flannel", "vxlan"): 50, ("calico", "bgp"): 0, ("calico", "vxlan"): 50,
+            ("weave", "auto"): 0}  # backends that take a pod MTU, and their tunnel overhead
+
+
+def parse_mtus(text: str | None) -> list[int | None]:
+    """`--mtu 1200,1400`: distinct pod MTUs; without it, one run per CNI at its default."""
+    if text is None:
+        return [None]
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"--mtu {text!r}: not a list of numbers; allowed: e.g. "
+                        "--mtu 1200,1400") from None
+    if len(set(values)) != len(values):
+        raise UserError(f"--mtu {text!r}: a value is listed twice; allowed: distinct MTUs")
+    return list(values)
+
+
+def check_mtu(module: cnis.Cni, backend: str, mtu: int) -> None:
+    """A pod MTU the backend honours and that fits the nodes' 1500-byte Docker network."""
+    overhead = MTU_CNIS.get((module.name, backend))
+    if overhead is None:
+        raise UserError(f"--mtu: {module.name}:{backend} takes the node's MTU and ignores a pod "
+                        "MTU; allowed: flannel:vxlan, calico:bgp, calico:vxlan")
+    top = LINK_MTU - overhead
+    if not 576 <= mtu <= top:
+        raise UserError(f"--mtu {mtu}: out of range for {module.name}:{backend}; allowed: 576 "
+                        f"to {top} (the nodes' {LINK_MTU}-byte network minus {overhead} bytes "
+                        "of encapsulation)")
+
+
+def check_trials(trials: int) -> None:
+    """`--trials` repeats the measurements on the same cluster."""
+    if not 1 <= trials <= MAX_TRIALS:
+        raise UserError(f"--trials {trials} is out of range; allowed: 1 to {MAX_TRIALS}")
+
+
 def check_seed(seed: int) -> None:
     """A seed is stored in an SQLite INTEGER column."""
     if not 0 <= seed <= INT64_MAX:

@@ -19,12 +19,15 @@ from testbed.errors import CheckFailed, TestbedError
 from testbed.lifecycle.context import UpContext
 from testbed.lifecycle.pipeline import Step
 from testbed.lifecycle.pipeline import run as run_steps
-from testbed.load import resources
+from testbed.load import iperf, resources
+from testbed.load.cost import CpuMeter
 from testbed.load.locust import LocustPhase, PhaseResult, Profile
 from testbed.provider.base import Provider
 from testbed.results import RunDir, Store
 from testbed.results.atomic import write_text
-from testbed.run import targets
+from testbed.results.summary import ROW_SECTIONS
+from testbed.run import latency as run_latency
+from testbed.run import sweeps, targets
 from testbed.run.options import RunOptions
 from testbed.scenario import Scenario
 
@@ -55,6 +58,13 @@ class Run:
     load_s: float = 0.0
     current: LocustPhase | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    trials: int = 1  # how many times the trial steps repeat on the same cluster
+    trial: int = 1  # the trial being measured (every row recorded carries it)
+    latency_rows: list[dict[str, Any]] = field(default_factory=list)
+    cost_rows: list[dict[str, Any]] = field(default_factory=list)
+    knees: dict[str, list[float | None]] = field(default_factory=dict)  # path -> per trial
+    interrupted: bool = False
+    failure: TestbedError | None = None
 
     @property
     def profile(self) -> Profile:
@@ -62,10 +72,29 @@ class Run:
         p = self.scenario.load
         return Profile(p.users, p.spawn_rate, p.duration_s, p.seed)
 
+    @property
+    def probe_seconds(self) -> int:
+        """Seconds per iperf3 / sockperf / wrk measurement: the load duration, 1 to 3."""
+        return max(1, min(iperf.SECONDS, int(self.scenario.load.duration_s)))
+
     def record(self, section: str, rows: Any) -> None:
-        """Durably keep a measurement the moment it exists."""
+        """Durably keep a measurement the moment it exists (rows tagged with their trial)."""
         assert self.rundir is not None
+        if section in ROW_SECTIONS:
+            rows = [{**r, "trial": self.trial} for r in ([rows] if isinstance(rows, dict)
+                                                          else rows)]
+        elif section == "sweeps":  # {path: the latest trial's sweep, with every trial's knee}
+            for path, row in rows.items():
+                self.knees.setdefault(path, []).append(row.get("knee_rps"))
+            rows = {path: {**row, "trial": self.trial, "trial_knees": self.knees[path]}
+                    for path, row in rows.items()}
         self.rundir.record_partial(section, rows)
+
+    def record_cost(self, row: dict[str, Any] | None) -> None:
+        """One more cost row (CPU per unit of work) for the `cost` section."""
+        if row is not None:
+            self.cost_rows.append({**row, "trial": self.trial})
+            self.record("cost", {"rows": self.cost_rows})
 
 
 PACKAGES = ("iproute2", "iptables", "ipset", "python3", "containernetworking-plugins",
@@ -161,12 +190,14 @@ def _phase(run: Run, path: str, section: str) -> PhaseResult:
     assert run.rundir is not None
     phase = targets.phase(run.provider, run.name, run.scenario, path, run.profile)
     run.current = phase
-    with resources.Sampler(run.provider, run.name, f"load:{path}") as sampler:
+    with resources.Sampler(run.provider, run.name, f"load:{path}") as sampler, \
+            CpuMeter(run.provider, run.name) as meter:
         start = time.monotonic()
         result = phase.run(run.rundir.path)
         run.load_s += time.monotonic() - start
     run.current = None
     row = result.summary()
+    run.record_cost(meter.row(path, "requests", float(row.get("requests") or 0)))
     if section == "baselines":
         row["kind"] = "locust"
     run.record(section, row)
@@ -197,17 +228,45 @@ def load(run: Run) -> None:
             _phase(run, path, "paths")
 
 
-def throughput(run: Run) -> None:
-    """iperf3 pod-to-pod across nodes and pod-to-service, with each path's MTU."""
-    rows = [t.summary() for t in targets.throughput(run.provider, run.name, run.scenario)]
-    run.record("throughput", rows)
+def _iperf(run: Run, measured: list[Any], section: str) -> None:
+    rows = []
+    for path, block in measured:
+        with CpuMeter(run.provider, run.name) as meter:
+            found = block()
+        rows += [t.summary() for t in found]
+        moved = sum(t.gbit_s * run.probe_seconds for t in found)
+        run.record_cost(meter.row(path, "gbit", moved))
+    if section == "baselines":
+        rows = [{**r, "kind": "throughput"} for r in rows]
+    run.record(section, rows)
     run.record("mtu", {r["path"]: r.get("mtu") for r in rows})
 
 
-STEPS: list[Step[Run]] = [
+def throughput(run: Run) -> None:
+    """iperf3 node-to-node (the no-CNI floor), then pod-to-pod across nodes and
+    pod-to-service, with each path's MTU and the CPU each cost."""
+    p, name, spec = run.provider, run.name, run.scenario
+    secs = run.probe_seconds
+    _iperf(run, [("node-to-node", lambda: targets.node_throughput(p, name, secs))],
+           "baselines")
+    _iperf(run, targets.throughput(p, name, spec, secs), "throughput")
+
+
+def latency(run: Run) -> None:
+    """RR and CRR round trips per path in microseconds, beside loopback and node-to-node."""
+    found = run_latency.measure(run.provider, run.name, run.scenario, run.probe_seconds)
+    run.latency_rows += [{**m.summary(), "trial": run.trial} for m in found]
+    run.record("latency", {"rows": run.latency_rows})
+
+
+SETUP: list[Step[Run]] = [
     Step("Bringing the cluster up", bring_up), Step("Checking the paths under test", check_paths),
-    Step("Measuring idle resources", idle_resources),
+    Step("Measuring idle resources", idle_resources)]
+# Repeated --trials times on the same cluster.
+TRIAL: list[Step[Run]] = [
     Step("Measuring ceilings", ceilings, quiet=True), Step("Driving load", load, quiet=True),
+    Step("Sweeping offered load (vegeta)", sweeps.sweep, quiet=True),
+    Step("Measuring RR/CRR latency (sockperf, wrk)", latency),
     Step("Measuring throughput (iperf3)", throughput)]
 
 
@@ -216,44 +275,75 @@ def execute(run: Run) -> dict[str, Any]:
     report it, and (unless --keep) tear the cluster down as the handle's block ends."""
     with Cluster(run.provider, run.name, keep=run.opts.keep) as handle:
         run.handle = handle
-        return _measure(run)
+        try:
+            if run.trials > 1:
+                run.record("trials", {"n": run.trials})
+            if attempt(run, SETUP):
+                for t in range(1, run.trials + 1):
+                    if not trial(run, t):
+                        break
+        finally:
+            finish(run)
+    return outcome(run)
 
 
-def _measure(run: Run) -> dict[str, Any]:
-    from testbed.reports import render_run
+def trial(run: Run, number: int) -> bool:
+    """The trial steps once more, every row tagged with `number`; False if they failed."""
+    run.trial = number
+    if run.trials > 1:
+        console.info(f" trial {number}/{run.trials}: {run.cni.name}:{run.backend}")
+    return attempt(run, TRIAL)
 
-    interrupted, failure = False, None
+
+def attempt(run: Run, steps: list[Step[Run]]) -> bool:
+    """Run steps; a failure is kept on the run (False), Ctrl-C keeps what was measured."""
     assert run.rundir is not None
     try:
-        run_steps(STEPS, run)
+        run_steps(steps, run)
+        return True
     except KeyboardInterrupt:
-        interrupted = True
+        run.interrupted = True
         console.info(" ! interrupted: keeping what was measured and tearing down")
         if run.current is not None:
             with contextlib.suppress(TestbedError):
                 run.record("paths", run.current.collect(run.rundir.path).summary())
+        raise
     except TestbedError as e:  # the runner names the step of any unexpected error
-        failure = e
-    finally:
-        total = time.monotonic() - run.started
-        summary = {"duration_s": round(total, 2), "interrupted": interrupted,
-                   "load_s": round(run.load_s, 2), "overhead_s": round(total - run.load_s, 2),
-                   "status": "interrupted" if interrupted else
-                   ("failed" if failure else "complete")}
-        if failure:
-            summary["error"] = str(failure)
-        final = run.rundir.finalize(summary)
-        reports = render_run(final, run.rundir.path)
-        run.summary = {**final, "report": str(reports.get("html", ""))}
-    if failure:
-        raise failure
-    if interrupted:
+        run.failure = e
+        return False
+
+
+def finish(run: Run) -> dict[str, Any]:
+    """Finalize the run's summary (status from what happened) and render its report."""
+    from testbed.reports import render_run
+
+    assert run.rundir is not None
+    total = time.monotonic() - run.started
+    summary: dict[str, Any] = {
+        "duration_s": round(total, 2), "interrupted": run.interrupted,
+        "load_s": round(run.load_s, 2), "overhead_s": round(total - run.load_s, 2),
+        "status": "interrupted" if run.interrupted else
+        ("failed" if run.failure else "complete")}
+    if run.failure:
+        summary["error"] = str(run.failure)
+    final = run.rundir.finalize(summary)
+    reports = render_run(final, run.rundir.path)
+    run.summary = {**final, "report": str(reports.get("html", ""))}
+    return run.summary
+
+
+def outcome(run: Run) -> dict[str, Any]:
+    """The summary, or the run's failure / interruption raised for the caller."""
+    if run.failure:
+        raise run.failure
+    if run.interrupted:
         raise KeyboardInterrupt
     return run.summary
 
 
 def start(provider: Provider, scenario: Scenario, cni: Cni, backend: str,
-          opts: RunOptions, out: Path, meta: dict[str, Any] | None = None) -> Run:
+          opts: RunOptions, out: Path, trials: int = 1,
+          meta: dict[str, Any] | None = None) -> Run:
     """Open the run directory and its row in the results database (`meta`: extra keys to
     record, e.g. the nightly id)."""
     store = Store(opts.db) if opts.db else Store()
@@ -261,7 +351,9 @@ def start(provider: Provider, scenario: Scenario, cni: Cni, backend: str,
         "scenario": scenario.name, "seed": scenario.load.seed, "users": scenario.load.users,
         "spawn_rate": scenario.load.spawn_rate, "duration_per_path_s": scenario.load.duration_s,
         "paths_under_test": list(scenario.load.paths), "build": scenario.cni.build,
+        "datapath": cni.datapaths.get(backend, ""), "cni_mtu": scenario.cni.mtu,
         **(meta or {})})
     name = f"run-{rundir.run_id[-6:]}"
-    return Run(provider, scenario, cni, backend, opts, out, name=name, rundir=rundir)
+    return Run(provider, scenario, cni, backend, opts, out, name=name, rundir=rundir,
+               trials=trials)
 

@@ -1,0 +1,48 @@
+"""Scale on real Docker: 5 nodes x 10 pods per CNI, every pod addressed, the control plane
+converged (calico's BGP full mesh, flannel's leases, routes and FDB), the check passing."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import cluster_name
+
+from testbed import cni as cnis
+from testbed.bench import converge
+from testbed.bench.scale import check_passes, spec_for
+from testbed.cluster.handle import Cluster
+from testbed.provider.docker import DockerProvider
+
+pytestmark = pytest.mark.docker
+
+NODES, PER_NODE = 5, 10
+
+
+@pytest.mark.parametrize("label", ["flannel:vxlan", "calico:bgp"])
+def test_five_nodes_of_ten_pods_converge_and_pass_the_check(
+        label: str, provider: DockerProvider, built: dict[str, str]) -> None:
+    module, backend, _ = cnis.parse(label)
+    spec = spec_for(module.name, backend, NODES, PER_NODE)
+    with Cluster.create(provider, spec, cluster_name(f"sc{module.name[:2]}"), module,
+                        backend) as cluster:
+        ctx = cluster.ctx
+        assert ctx is not None
+        assert len(ctx.pods) == NODES * PER_NODE
+        assert all(p.get("ip") for p in ctx.pods), "every pod has an address"
+        assert len({p["ip"] for p in ctx.pods}) == NODES * PER_NODE, "addresses are unique"
+        per_node = {n.name: sum(p["node"] == n.name for p in ctx.pods) for n in ctx.nodes}
+        assert set(per_node.values()) == {PER_NODE}
+        titles = [t for t, _ in ctx.timings if not t.startswith(" ")]
+        assert any(t.startswith("Deploying 50 pods") for t in titles), titles
+        assert sum(t.endswith(f": {PER_NODE} pods") for t, _ in ctx.timings) == NODES
+        took, state = converge.wait(provider, module.name, cluster.name,
+                                    {n.name: n.ip for n in ctx.nodes}, backend, timeout=120)
+        assert took is not None, state
+        assert state["routes_missing"] == 0
+        if module.name == "calico":
+            assert state["bgp_established"] == state["bgp_expected"] == NODES * (NODES - 1)
+        else:
+            assert state["leases"] == NODES
+            assert state["fdb_entries"] >= NODES * (NODES - 1)
+        passed, cases = check_passes(provider, cluster.name, 90)
+        assert passed is not None
+        assert cases >= NODES * (NODES - 1) + NODES  # every ordered node pair, each node
