@@ -7,10 +7,10 @@ import sys
 import click
 
 from testbed import console
-from testbed.cli import cluster, faults, images, run
+from testbed.cli import cluster, faults, images, nightly, run
 from testbed.cli.base import cli
 
-__all__ = ["cli", "cluster", "faults", "images", "main", "run"]
+__all__ = ["cli", "cluster", "faults", "images", "main", "nightly", "run"]
 
 
 def main() -> None:

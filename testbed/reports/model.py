@@ -66,7 +66,7 @@ class Section:
 class Document:
     """A whole report; `data` holds the structured figures behind it (for report.json)."""
 
-    kind: Literal["run", "runs", "compare"]
+    kind: Literal["run", "runs", "compare", "nightly"]
     title: str
     generated_at: str
     sections: list[Section]

@@ -181,6 +181,10 @@ class RunSummary(Record):
     trials: dict[str, Any] | None = Field(
         None, description="`n` trials run, `order` [[run ids in the order each trial measured "
                           "them]] (compare rotates the CNIs between trials)")
+    nightly_id: str | None = Field(None, description="the night this run belongs to "
+                                                    "(`python -m testbed nightly`)")
+    nightly_entry: str | None = Field(None, description="its matrix entry, e.g. "
+                                                        "`flannel:vxlan [light]`")
     generator: dict[str, Any] | None = Field(
         None, description="`workers` [{`worker`, `cpu_pct`, `bound`}] with `threshold_pct`, or "
                           "{path: {`cpu_max`, `cpu_mean`, `bound`, `workers`}}")

@@ -1,8 +1,11 @@
-"""The results database schema (see SCHEMA.md) and the triggers that keep it append-only."""
+"""The results database schema (see SCHEMA.md) and the triggers that keep it append-only.
+
+`DDL` is version 1 exactly as first released: it never changes. Later versions are ordered
+steps in migrations.py, applied to new and old databases alike."""
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # DDL (version 1) + every step of migrations.STEPS
 
 # summary section -> table. Every metric table has run_id, seq and extra_json; the other
 # columns are the summary row keys of the same name. Metric tables hold a run's final rows;
@@ -110,10 +113,11 @@ CREATE TABLE IF NOT EXISTS {table} (
     extra_json TEXT
 );
 CREATE INDEX IF NOT EXISTS {table}_by_run ON {table} (run_id, seq);
-{_append_only(table)}"""
+{append_only(table)}"""
 
 
-def _append_only(table: str) -> str:
+def append_only(table: str) -> str:
+    """Triggers: a table's rows are never updated or deleted, and only added to open runs."""
     # Rows are only ever added, and only while their run is still open.
     return f"""
 CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table}
@@ -135,7 +139,7 @@ CREATE TABLE IF NOT EXISTS partial_records (
     recorded_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS partial_records_by_run ON partial_records (run_id, seq);
-""" + _append_only("partial_records")
+""" + append_only("partial_records")
 
 DDL = _RUNS + _PARTIAL + "".join(_metric_table(t, c) for t, c in _METRIC_COLUMNS.items())
 

@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from testbed import paths
+from testbed.results import migrations
 from testbed.results.models import baseline_kind
 from testbed.results.schema import (
     BOOKKEEPING,
     BOOL_COLUMNS,
     COLUMNS,
-    DDL,
     INSERT_ROWS,
-    SCHEMA_VERSION,
     SELECT_ROWS,
     TABLES,
 )
@@ -80,16 +79,9 @@ class Store:
             db.execute("COMMIT")
 
     def _migrate(self, db: sqlite3.Connection) -> None:
-        # Not executescript(): it would commit on its own, outside this transaction.
-        for statement in _statements(DDL):
-            db.execute(statement)
-        row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
-        version = row[0]
-        if version is None:
-            db.execute("INSERT INTO schema_version VALUES (?, ?)", (SCHEMA_VERSION, utc_now()))
-        elif version > SCHEMA_VERSION:
-            raise ResultsError(f"{self.path} has schema version {version}, newer than this "
-                               f"testbed's {SCHEMA_VERSION}: upgrade testbed or set {ENV_DB}")
+        # In this BEGIN IMMEDIATE transaction: a second process opening the file waits, then
+        # finds it upgraded already.
+        migrations.migrate(db, self.path)
 
     # --- writing -------------------------------------------------------------------------
 
@@ -128,6 +120,11 @@ class Store:
                                        "results are append-only")
                 for section, table in TABLES.items():
                     self._insert_rows(db, table, run_id, final.get(section) or [])
+                opened = db.execute("SELECT started_at, nightly_id FROM runs WHERE run_id = ?",
+                                    (run_id,)).fetchone()
+                db.executemany(migrations.INSERT_METRIC, migrations.metric_rows(
+                    {**final, "started_at": opened["started_at"],
+                     "nightly_id": opened["nightly_id"] or final.get("nightly_id")}))
                 db.execute(
                     "UPDATE runs SET finished_at = ?, build = ?, scenario = ?, scenario_hash = ?,"
                     " seed = ?, users = ?, spawn_rate = ?, duration_s = ?, interrupted = ?,"
@@ -178,13 +175,13 @@ class Store:
         try:
             db.execute(
                 "INSERT INTO runs (run_id, started_at, recorded_at, cni, backend, build, scenario,"
-                " scenario_hash, seed, users, spawn_rate, status, run_dir, host, pid)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+                " scenario_hash, seed, users, spawn_rate, status, run_dir, host, pid, nightly_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
                 (run_id, meta.get("started_at") or utc_now(), utc_now(), meta["cni"],
                  meta.get("backend") or "", meta.get("build") or "unknown", *_scenario(meta),
                  _int(meta.get("seed")), _int(meta.get("users")), _float(meta.get("spawn_rate")),
                  str(Path(run_dir).absolute()) if run_dir else None, socket.gethostname(),
-                 os.getpid()))
+                 os.getpid(), meta.get("nightly_id")))
         except sqlite3.IntegrityError as e:
             raise ResultsError(f"run {run_id} is already stored: results are append-only") from e
 
@@ -208,6 +205,10 @@ class Store:
         db = sqlite3.connect(self.path, timeout=30)
         db.row_factory = sqlite3.Row
         return db
+
+    def reader(self) -> sqlite3.Connection:
+        """A read connection (rows by name) for queries such as results.history's."""
+        return self._connect()
 
     def get(self, run_id: str) -> Summary | None:
         """The run's summary: the final one, or for a running run what it has recorded so far."""
@@ -271,17 +272,6 @@ def _scenario(meta: Mapping[str, Any]) -> tuple[str | None, str | None]:
     if isinstance(scenario, Mapping):
         scenario = scenario.get("name")
     return scenario, meta.get("scenario_hash") or env.get("scenario_hash")
-
-
-def _statements(ddl: str) -> list[str]:
-    # sqlite3.complete_statement knows that a trigger body's ';' does not end the CREATE.
-    out, buf = [], ""
-    for line in ddl.splitlines(keepends=True):
-        buf += line
-        if sqlite3.complete_statement(buf):
-            out.append(buf.strip())
-            buf = ""
-    return [s for s in out if s]
 
 
 def _alive(pid: int | None) -> bool:

@@ -361,14 +361,17 @@ def outcome(run: Run) -> dict[str, Any]:
 
 
 def start(provider: Provider, scenario: Scenario, cni: Cni, backend: str,
-          opts: RunOptions, out: Path, trials: int = 1) -> Run:
-    """Open the run directory and its row in the results database."""
+          opts: RunOptions, out: Path, trials: int = 1,
+          meta: dict[str, Any] | None = None) -> Run:
+    """Open the run directory and its row in the results database (`meta`: extra keys to
+    record, e.g. the nightly id)."""
     store = Store(opts.db) if opts.db else Store()
     rundir = RunDir.create(out, cni.name, backend, store=store, meta={
         "scenario": scenario.name, "seed": scenario.load.seed, "users": scenario.load.users,
         "spawn_rate": scenario.load.spawn_rate, "duration_per_path_s": scenario.load.duration_s,
         "paths_under_test": list(scenario.load.paths), "build": scenario.cni.build,
-        "datapath": cni.datapaths.get(backend, ""), "cni_mtu": scenario.cni.mtu})
+        "datapath": cni.datapaths.get(backend, ""), "cni_mtu": scenario.cni.mtu,
+        **(meta or {})})
     name = f"run-{rundir.run_id[-6:]}"
     return Run(provider, scenario, cni, backend, opts, out, name=name, rundir=rundir,
                trials=trials)

@@ -1,0 +1,1 @@
+"""Nightly comparisons: a matrix of runs per night, their history, trends and regression flags."""
