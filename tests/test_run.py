@@ -99,6 +99,7 @@ def _one_path_scenario(tmp: Path) -> Path:
               "paths: [pod-to-service]}") if line.startswith("load:") else line
              for line in text.splitlines()]
     assert any("paths: [pod-to-service]" in line for line in lines)
+    lines.append("sweep: {enabled: false}")  # tests/test_sweep.py covers the sweep
     path = tmp / "one-path.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
