@@ -150,3 +150,31 @@ def test_verdict_table_says_no_difference_inside_the_noise_and_never_ranks_bound
         ("a", _summary([100.0, 101.0], "x", bound=True)), ("b", _summary([500.0, 501.0], "y"))])}
     assert bound["paths.pod-to-service.rps"].winner is None
     assert "generator-bound" in bound["paths.pod-to-service.rps"].reason
+
+
+def test_compare_rotates_the_cni_order_between_trials() -> None:
+    from testbed.run.compare import rotation
+
+    cnis = ["flannel", "calico", "weave"]
+    orders = [rotation(cnis, t) for t in (1, 2, 3, 4)]
+    assert orders == [cnis, ["calico", "weave", "flannel"], ["weave", "flannel", "calico"], cnis]
+    # over as many trials as CNIs, each CNI is measured first once and last once
+    assert sorted(o[0] for o in orders[:3]) == sorted(cnis)
+    assert sorted(o[-1] for o in orders[:3]) == sorted(cnis)
+    assert rotation([], 2) == []
+
+
+def test_cost_meter_divides_cpu_seconds_by_the_work_done() -> None:
+    from testbed.load.cost import CpuMeter
+
+    meter = CpuMeter.__new__(CpuMeter)
+    meter.before = {"n1": ("node", 10.0), "c1": ("cni", 1.0), "gone": ("cni", 5.0)}
+    meter.after = {"n1": ("node", 14.0), "c1": ("cni", 1.5), "new": ("node", 3.0)}
+    meter.seconds = 4.0
+    assert meter.spent() == {"n1": 4.0, "c1": 0.5}  # only containers read both times
+    row = meter.row("pod-to-service", "requests", 2000)
+    assert row is not None and row["node_cpu_s_per_1000_requests"] == 2.0
+    assert row["cni_cpu_s_per_1000_requests"] == 0.25
+    gbit = meter.row("pod-to-pod-cross-node", "gbit", 8.0)
+    assert gbit is not None and gbit["node_cpu_s_per_gbit"] == 0.5
+    assert meter.row("x", "gbit", 0.0) is None  # nothing moved: nothing to divide by
