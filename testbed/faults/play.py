@@ -23,7 +23,9 @@ from testbed.scenario import Scenario
 NODE_KINDS = ("node-stop", "node-kill", "node-restart")
 CONTROL_WAIT_S = 30.0
 SPAWN_WAIT_S = 60.0
-SPAWNED = "All users spawned"  # Locust's master log line once every user runs
+# Locust's master log lines once every user runs (the second when a busy worker's report is
+# late).
+SPAWNED = ("All users spawned", "Spawning is complete")
 
 
 class Player:
@@ -58,7 +60,7 @@ class Player:
                                           f"{self.phase.workdir}/master.log")
         except TestbedError:
             return 0
-        return log.count(SPAWNED)
+        return sum(log.count(line) for line in SPAWNED)
 
     def _wait_users(self) -> None:
         """`at` counts from the moment every user runs (Locust's master takes a few seconds
