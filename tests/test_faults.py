@@ -105,6 +105,8 @@ def test_recovery_metrics_on_a_synthetic_series() -> None:
     assert got["first_success_after_s"] == 2.0  # the first whole success is at 18
     assert got["p95_pre_ms"] == 2.0 and got["p95_back_s"] == 8.0  # slow until 24
     assert got["p99_back_s"] == 8.0
+    assert recovery(rows, t0 + 10.0, t0 + 16.0, horizon=t0 + 17.0)["last_failure_after_s"] == 1
+    assert recovery(rows, t0 + 10.0, t0 + 16.0, horizon=t0 + 17.0)["p95_back_s"] is None
     assert got["ok_rps_pre"] == 10.0 and got["throughput_drop"] == pytest.approx(
         1 - (10 / 7) / 10, abs=1e-4)  # 10 successes in 7 s against 10/s before
 

@@ -158,9 +158,18 @@ def run_phase(phase: LocustPhase, out: Path, player: Player | None
 
 def measure(player: Player, result: PhaseResult) -> list[dict[str, Any]]:
     """Each played fault with its recovery figures from the phase's timeseries."""
+    return with_recovery(player.finish(), result.timeseries)
+
+
+def with_recovery(played: list[dict[str, Any]], timeseries: list[dict[str, Any]]
+                  ) -> list[dict[str, Any]]:
+    """Each fault's recovery figures, looked for until the next fault began."""
+    starts = sorted(float(d["applied"]) for d in played if "applied" in d)
     out = []
-    for doc in player.finish():
+    for doc in played:
         if "applied" in doc:
-            doc = {**doc, **recovery(result.timeseries, doc["applied"], doc["end"])}
+            later = [t for t in starts if t > float(doc["applied"])]
+            doc = {**doc, **recovery(timeseries, doc["applied"], doc["end"],
+                                     later[0] if later else None)}
         out.append(doc)
     return out
