@@ -161,8 +161,8 @@ class RunSummary(Record):
                           "in the window), `throughput_drop` (successes missing against "
                           "the pre-fault rate), `first_failure_s`, `first_success_after_s`, "
                           "`last_failure_after_s`, `p95_back_s`/`p99_back_s` (s after the "
-                          "fault until within 10% of the pre-fault value; `end` is when the undo began, "
-                          "`undo_s` how long it took), `error`, or `skipped`]}")
+                          "fault until within 10% of the pre-fault value; `end` is when the "
+                          "undo began, `undo_s` how long it took), `error`, or `skipped`]}")
 
 class CheckCase(BaseModel):
     """One source -> destination probe."""
