@@ -297,6 +297,24 @@ def test_the_report_draws_a_timeline_per_fault() -> None:
 
 
 @pytest.mark.docker
+def test_killing_the_generators_node_keeps_what_was_measured_marked_partial(
+        cluster: Running) -> None:
+    scenario = _scenario([{"at": "4s", "kind": "node-kill", "nodes": [1], "for": "3s"}])
+    profile = Profile(4, 4, 14, 1, request_timeout_s=1.0)
+    phase = targets.phase(cluster.provider, cluster.name, scenario, "nodeport", profile)
+    assert phase.master.container == f"{cluster.name}-node-1"  # the clients live there
+    player = play.start(cluster.provider, cluster.name, scenario, "nodeport", phase)
+    assert player is not None
+    with play.finishing(player):
+        result, partial = play.run_phase(phase, Path(os.environ["TESTBED_DATA"]), player)
+    assert partial.startswith(f"generator hit: {cluster.name}-node-1")
+    assert result.requests > 0 and result.timeseries  # what Locust wrote before the kill
+    [got] = play.measure(player, result)
+    assert got["fault"] == "node-kill 1" and "error" not in got
+    assert _reach(cluster, "client-0", "echo-1")  # node 1 and its pods are back
+
+
+@pytest.mark.docker
 def test_down_removes_the_cluster_with_a_stopped_node_and_etcd(cluster: Running) -> None:
     """Last: it removes the shared cluster (the fixture's own down is then a no-op)."""
     for f in (_fault(cluster, "node-stop", "2"), _fault(cluster, "etcd-stop", "etcd")):
