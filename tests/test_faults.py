@@ -105,6 +105,8 @@ def test_recovery_metrics_on_a_synthetic_series() -> None:
     assert got["first_success_after_s"] == 2.0  # the first whole success is at 18
     assert got["p95_pre_ms"] == 2.0 and got["p95_back_s"] == 8.0  # slow until 24
     assert got["p99_back_s"] == 8.0
+    assert recovery(rows, t0 + 10.0, t0 + 16.0, horizon=t0 + 17.0)["last_failure_after_s"] == 1
+    assert recovery(rows, t0 + 10.0, t0 + 16.0, horizon=t0 + 17.0)["p95_back_s"] is None
     assert got["ok_rps_pre"] == 10.0 and got["throughput_drop"] == pytest.approx(
         1 - (10 / 7) / 10, abs=1e-4)  # 10 successes in 7 s against 10/s before
 
@@ -292,6 +294,24 @@ def test_the_report_draws_a_timeline_per_fault() -> None:
     assert 'data-chart="fault-0-nodeport"' in chart(sec.charts[0])
     assert sec.tables[0].rows[0][1] == "partition 2:1"
     assert report.section({"timeseries": ts}, "") is None
+
+
+@pytest.mark.docker
+def test_killing_the_generators_node_keeps_what_was_measured_marked_partial(
+        cluster: Running) -> None:
+    scenario = _scenario([{"at": "4s", "kind": "node-kill", "nodes": [1], "for": "3s"}])
+    profile = Profile(4, 4, 14, 1, request_timeout_s=1.0)
+    phase = targets.phase(cluster.provider, cluster.name, scenario, "nodeport", profile)
+    assert phase.master.container == f"{cluster.name}-node-1"  # the clients live there
+    player = play.start(cluster.provider, cluster.name, scenario, "nodeport", phase)
+    assert player is not None
+    with play.finishing(player):
+        result, partial = play.run_phase(phase, Path(os.environ["TESTBED_DATA"]), player)
+    assert partial.startswith(f"generator hit: {cluster.name}-node-1")
+    assert result.requests > 0 and result.timeseries  # what Locust wrote before the kill
+    [got] = play.measure(player, result)
+    assert got["fault"] == "node-kill 1" and "error" not in got
+    assert _reach(cluster, "client-0", "echo-1")  # node 1 and its pods are back
 
 
 @pytest.mark.docker

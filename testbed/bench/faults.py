@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from testbed.faults.play import with_recovery
 from testbed.paths import SCENARIOS_DIR
 
 COLUMNS = ("failed_share", "throughput_drop", "first_failure_s", "first_success_after_s",
@@ -34,7 +35,8 @@ def rows(summary: dict[str, Any]) -> list[list[str]]:
     cni = f"{summary.get('cni')}:{summary.get('backend')}"
     out = []
     for path, played in (summary.get("faults") or {}).items():
-        for f in played:
+        ts = [r for r in summary.get("timeseries") or [] if r.get("path") == path]
+        for f in with_recovery(played, ts):  # again, with this tree's metrics
             out.append([cni, path, str(f.get("fault")),
                         *("-" if f.get(c) is None else f"{f[c]:g}" for c in COLUMNS)])
     return out

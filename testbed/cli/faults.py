@@ -12,7 +12,7 @@ from testbed.faults.spec import KINDS, REFUSED, TARGETS_HELP
 HELP = "\n".join(f"  {k:16} {v}" for k, v in KINDS.items())
 
 
-@cli.command("fault", epilog=f"\b\nKinds:\n{HELP}\n  delay, loss       refused: this kernel "
+@cli.command("fault", epilog=f"\b\nKinds:\n{HELP}\n  {'delay, loss':16} refused: this kernel "
              f"has no netem\n\nTARGET: {TARGETS_HELP}.")
 @click.argument("name")
 @click.argument("kind")

@@ -50,12 +50,14 @@ def _back(samples: list[tuple[float, float, float, dict[str, Any]]], key: str, e
     return None
 
 
-def recovery(rows: Sequence[dict[str, Any]], start: float, end: float) -> dict[str, Any]:
+def recovery(rows: Sequence[dict[str, Any]], start: float, end: float,
+             horizon: float | None = None) -> dict[str, Any]:
     """Failed-request share during the fault window [start, end] (Unix times), time from the
     fault to the first failure, from its end to the first success, to the last failure and
     to p95/p99 back within 10% of their pre-fault values. Times are s at Locust's 1 s
-    sampling; None when it did not happen within the phase."""
-    samples = _deltas(rows)
+    sampling; None when it did not happen within the phase (or before `horizon`, the next
+    fault's start)."""
+    samples = [x for x in _deltas(rows) if horizon is None or x[0] <= horizon]
     window = [(t, req, fail) for t, req, fail, _ in samples if start < t <= end + 1]
     requests, failures = sum(r for _, r, _ in window), sum(f for _, _, f in window)
     first_fail = next((t - start for t, _, f in window if f > 0), None)

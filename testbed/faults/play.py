@@ -23,7 +23,9 @@ from testbed.scenario import Scenario
 NODE_KINDS = ("node-stop", "node-kill", "node-restart")
 CONTROL_WAIT_S = 30.0
 SPAWN_WAIT_S = 60.0
-SPAWNED = "All users spawned"  # Locust's master log line once every user runs
+# Locust's master log lines once every user runs (the second when a busy worker's report is
+# late).
+SPAWNED = ("All users spawned", "Spawning is complete")
 
 
 class Player:
@@ -58,7 +60,7 @@ class Player:
                                           f"{self.phase.workdir}/master.log")
         except TestbedError:
             return 0
-        return log.count(SPAWNED)
+        return sum(log.count(line) for line in SPAWNED)
 
     def _wait_users(self) -> None:
         """`at` counts from the moment every user runs (Locust's master takes a few seconds
@@ -156,9 +158,18 @@ def run_phase(phase: LocustPhase, out: Path, player: Player | None
 
 def measure(player: Player, result: PhaseResult) -> list[dict[str, Any]]:
     """Each played fault with its recovery figures from the phase's timeseries."""
+    return with_recovery(player.finish(), result.timeseries)
+
+
+def with_recovery(played: list[dict[str, Any]], timeseries: list[dict[str, Any]]
+                  ) -> list[dict[str, Any]]:
+    """Each fault's recovery figures, looked for until the next fault began."""
+    starts = sorted(float(d["applied"]) for d in played if "applied" in d)
     out = []
-    for doc in player.finish():
+    for doc in played:
         if "applied" in doc:
-            doc = {**doc, **recovery(result.timeseries, doc["applied"], doc["end"])}
+            later = [t for t in starts if t > float(doc["applied"])]
+            doc = {**doc, **recovery(timeseries, doc["applied"], doc["end"],
+                                     later[0] if later else None)}
         out.append(doc)
     return out

@@ -201,9 +201,11 @@ class RunSummary(Record):
                           "`start`/`applied`/`end`/`undone` (Unix s), `apply_s`, `undo_s`, "
                           "`control_plane_s` (s from the undo until BGP sessions Established / "
                           "flannel leases and health back), `failed_share` (failed requests "
-                          "in the window), `first_failure_s`, `first_success_after_s`, "
+                          "in the window), `throughput_drop` (successes missing against "
+                          "the pre-fault rate), `first_failure_s`, `first_success_after_s`, "
                           "`last_failure_after_s`, `p95_back_s`/`p99_back_s` (s after the "
-                          "fault until within 10% of the pre-fault value), `error`]}")
+                          "fault until within 10% of the pre-fault value; `end` is when the "
+                          "undo began, `undo_s` how long it took), `error`, or `skipped`]}")
 
 
 class CheckCase(BaseModel):
