@@ -97,6 +97,8 @@ def build_parser() -> Parser:
     pod.add_parser("list", help="every pod on this node")
     ex = pod.add_parser("exec", help="run a command in a pod's netns")
     ex.add_argument("name")
+    ex.add_argument("--rusage", action="store_true",
+                    help="after the command, one JSON line on stderr: its CPU and wall seconds")
     ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD...")
 
     pr = sub.add_parser("probe", help="HTTP from inside a pod")
@@ -178,7 +180,7 @@ def run(args: argparse.Namespace) -> Any:
         argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         if not argv:
             raise UsageError("pod exec needs a command: pod exec NAME -- CMD...")
-        return int(mgr.exec(args.name, argv))
+        return int(mgr.exec(args.name, argv, rusage=args.rusage))
     return actions[args.pod_cmd]()
 
 

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import json
 import os
+import resource
 import secrets
 import socket
 import subprocess
@@ -294,13 +295,23 @@ class PodManager:
             p for p in (PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
         return env
 
-    def exec(self, name: str, argv: list[str]) -> int:
-        """Run a command in the pod's netns with this process's stdio; its exit code."""
+    def exec(self, name: str, argv: list[str], rusage: bool = False) -> int:
+        """Run a command in the pod's netns with this process's stdio; its exit code. With
+        `rusage`, a last stderr line {"rusage": {"cpu_s", "wall_s"}} says what it used (the
+        load generators are watched this way)."""
         rec = self.get(name)
+        before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
         try:
             code = netns.run(rec["netns"], argv, env=self._env(rec)).returncode
         except FileNotFoundError as e:
             raise PodError(f"command not found: {argv[0]}") from e
+        if rusage:
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            sys.stdout.flush()
+            print(json.dumps({"rusage": {"cpu_s": round(cpu, 3),
+                                         "wall_s": round(time.monotonic() - start, 3)}}),
+                  file=sys.stderr, flush=True)
         return code if code >= 0 else 128 - code  # killed by a signal: 128+N like a shell
 
     def probe(self, name: str, url: str, count: int, timeout: float,

@@ -60,3 +60,14 @@ def test_output_without_figures_is_a_step_error_naming_the_path() -> None:
         parse_sockperf("loopback", "sockperf: connect failed: Connection refused")
     with pytest.raises(StepError, match="pod-to-service"):
         parse_wrk("pod-to-service", "unable to connect to 10.96.0.10:80 Connection refused")
+
+
+def test_the_client_cpu_is_read_from_the_agent_rusage_line() -> None:
+    from testbed.load.latency import Latency, watched
+
+    found = Latency("pod-to-service", "rr", "sockperf", 20000.0, 40.0, 50.0, 60.0, 90.0)
+    busy = watched(found, 'sockperf: done\n{"rusage": {"cpu_s": 2.91, "wall_s": 3.0}}\n')
+    assert busy.generator_cpu_pct == 97.0 and busy.generator_bound is True
+    idle = watched(found, '{"rusage": {"cpu_s": 0.6, "wall_s": 3.0}}')
+    assert idle.generator_cpu_pct == 20.0 and idle.generator_bound is False
+    assert watched(found, "no rusage line here").generator_bound is None

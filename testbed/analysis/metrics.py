@@ -87,7 +87,7 @@ def _latency(c: _Collector, trials: Iterable[Mapping[str, Any]]) -> None:
             path = str(row.get("path"))
             for name, unit, better in _LATENCY:
                 c.put(f"latency.{path}.{row.get('kind')}.{name}", unit, better, row.get(name),
-                      ranked=path not in UNRANKED_PATHS)
+                      bound=bool(row.get("generator_bound")), ranked=path not in UNRANKED_PATHS)
 
 
 def _sweeps(c: _Collector, trials: Iterable[Mapping[str, Any]]) -> None:

@@ -8,8 +8,9 @@ transactions per second, its percentiles time request to response.
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from testbed.errors import StepError
@@ -39,15 +40,32 @@ class Latency:
     p90_us: float
     p99_us: float
     p999_us: float | None  # wrk prints no 99.9th percentile
+    generator_cpu_pct: float | None = None  # the client's CPU over its run, % of one core
+    generator_bound: bool | None = None  # the client used a whole core: never ranked
 
     def summary(self) -> dict[str, Any]:
         """A plain row for JSON and the tables."""
         return asdict(self)
 
 
+BOUND_PCT = 95.0  # sockperf and wrk -t1 are one thread: at a whole core the client is the limit
+_RUSAGE = re.compile(r'^\{"rusage": .*\}$', re.M)
+
+
 def _in(pod: str | None, argv: list[str]) -> list[str]:
-    """argv in a pod's network namespace (through the agent), or in the node's own."""
-    return [*AGENT_CMD, "pod", "exec", pod, "--", *argv] if pod else argv
+    """argv in a pod's network namespace (through the agent, which reports the command's CPU
+    use), or in the node's own."""
+    return [*AGENT_CMD, "pod", "exec", "--rusage", pod, "--", *argv] if pod else argv
+
+
+def watched(found: Latency, stderr: str) -> Latency:
+    """The measurement with its client's CPU (from the agent's rusage line), if reported."""
+    m = _RUSAGE.findall(stderr)
+    if not m:
+        return found
+    use = json.loads(m[-1])["rusage"]
+    pct = round(100.0 * use["cpu_s"] / use["wall_s"], 1) if use["wall_s"] > 0 else 0.0
+    return replace(found, generator_cpu_pct=pct, generator_bound=pct >= BOUND_PCT)
 
 
 def parse_sockperf(path: str, out: str) -> Latency:
@@ -76,7 +94,7 @@ def rr(provider: Provider, node: str, pod: str | None, path: str, ip: str,
     res = provider.exec(node, _in(pod, [
         "sockperf", "ping-pong", "--tcp", "-i", ip, "-p", str(port), "-t", str(seconds),
         "--full-rtt"]))
-    return parse_sockperf(path, res.stdout + res.stderr)
+    return watched(parse_sockperf(path, res.stdout + res.stderr), res.stderr)
 
 
 def crr(provider: Provider, node: str, pod: str | None, path: str, url: str,
@@ -84,4 +102,4 @@ def crr(provider: Provider, node: str, pod: str | None, path: str, url: str,
     """A new TCP connection per HTTP request, one at a time, from a pod (or the node)."""
     res = provider.exec(node, _in(pod, [
         "wrk", "-t1", "-c1", f"-d{seconds}s", "--latency", "-H", "Connection: close", url]))
-    return parse_wrk(path, res.stdout)
+    return watched(parse_wrk(path, res.stdout), res.stderr)

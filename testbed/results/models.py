@@ -172,7 +172,9 @@ class RunSummary(Record):
     latency: dict[str, Any] | None = Field(
         None, description="`rows` [{`path`, `kind` (`rr`: sockperf ping-pong, `crr`: wrk, a new "
                           "connection per request), `tool`, `rate_per_s`, `p50_us`, `p90_us`, "
-                          "`p99_us`, `p999_us`, `trial`}]: round trips in microseconds")
+                          "`p99_us`, `p999_us`, `generator_cpu_pct` (the client's CPU, % of one "
+                          "core), `generator_bound` (>= 95%: never ranked), `trial`}]: round "
+                          "trips in microseconds")
     cost: dict[str, Any] | None = Field(
         None, description="`rows` [{`path`, `work` (`gbit` or `requests`), `amount`, `seconds`, "
                           "`cni_cpu_s`, `node_cpu_s`, `cni_cpu_s_per_gbit` | "
