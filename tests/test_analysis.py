@@ -178,3 +178,20 @@ def test_cost_meter_divides_cpu_seconds_by_the_work_done() -> None:
     gbit = meter.row("pod-to-pod-cross-node", "gbit", 8.0)
     assert gbit is not None and gbit["node_cpu_s_per_gbit"] == 0.5
     assert meter.row("x", "gbit", 0.0) is None  # nothing moved: nothing to divide by
+
+
+def test_faults_become_metrics_per_fault_of_the_timeline_in_trial_order() -> None:
+    from testbed.analysis.metrics import flatten
+
+    played = [{"kind": "partition", "at_s": 15.0, "failed_share": 0.02, "trial": 2,
+               "new_pod": {"addressed": False}},
+              {"kind": "partition", "at_s": 15.0, "failed_share": 0.01, "control_plane_s": 4.1,
+               "trial": 1, "new_pod": {"addressed": True}},
+              {"kind": "node-kill", "at_s": 2.5, "failed_share": 0.5, "trial": 1},
+              {"fault": "skipped one", "skipped": "the load phase ended first"}]
+    m = flatten({"faults": {"nodeport": played}})
+    assert m["faults.nodeport.partition@15s.failed_share"].values == [0.01, 0.02]
+    assert m["faults.nodeport.partition@15s.new_pod_addressed"].values == [1.0, 0.0]
+    assert m["faults.nodeport.partition@15s.new_pod_addressed"].better == "higher"
+    assert m["faults.nodeport.node-kill@2500ms.failed_share"].values == [0.5]
+    assert m["faults.nodeport.partition@15s.control_plane_s"].values == [4.1]

@@ -273,6 +273,12 @@ def test_a_timeline_under_load_records_failures_and_recovery(cluster: Running) -
     assert got["first_failure_s"] is not None and got["first_failure_s"] <= 3
     assert got["first_success_after_s"] is not None
     assert got["control_plane_s"] is not None
+    # a pod created on the partitioned node while the partition held: flannel's host-local
+    # IPAM hands out addresses from the node's own lease, so it got one, and it is gone again
+    pod = got["new_pod"]
+    assert pod["node"] == f"{cluster.name}-node-2" and pod["addressed"] is True, pod
+    names = [p["name"] for p in NodeAgent(cluster.provider, pod["node"]).pods()]
+    assert not [n for n in names if n.startswith("fault-pod-")], names
     assert _reach(cluster, "client-0", "echo-1")
 
 

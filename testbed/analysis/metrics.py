@@ -111,6 +111,29 @@ def _cost(c: _Collector, trials: Iterable[Mapping[str, Any]]) -> None:
                           ranked=path not in UNRANKED_PATHS)
 
 
+_FAULT: tuple[tuple[str, str, Better], ...] = (
+    ("failed_share", "share", "lower"), ("throughput_drop", "share", "lower"),
+    ("first_success_after_s", "s", "lower"), ("p99_back_s", "s", "lower"),
+    ("control_plane_s", "s", "lower"))
+
+
+def _faults(c: _Collector, section: Any) -> None:
+    """Per path and fault of the timeline (its kind and time): recovery, in trial order."""
+    if not isinstance(section, Mapping):
+        return
+    for path, docs in section.items():
+        for doc in _trials(d for d in docs if isinstance(d, Mapping) and "kind" in d):
+            at = float(doc.get("at_s") or 0)  # no "." inside a key segment
+            when = f"{at:g}s" if at.is_integer() else f"{round(at * 1000)}ms"
+            base = f"faults.{path}.{doc['kind']}@{when}"
+            for name, unit, better in _FAULT:
+                c.put(f"{base}.{name}", unit, better, doc.get(name))
+            pod = doc.get("new_pod")
+            if isinstance(pod, Mapping):
+                c.put(f"{base}.new_pod_addressed", "share", "higher",
+                      1.0 if pod.get("addressed") else 0.0)
+
+
 def _per_trial(section: Any) -> list[Mapping[str, Any]]:
     """A dict section holds one trial's document, or {"trials": [doc, ...]}."""
     if isinstance(section, Mapping):
@@ -133,4 +156,5 @@ def flatten(summary: Mapping[str, Any]) -> dict[str, Metric]:
     _sweeps(c, [{k: v for k, v in d.items() if k != "trials"}
                 for d in _per_trial(summary.get("sweeps"))])
     _cost(c, _per_trial(summary.get("cost")))
+    _faults(c, summary.get("faults"))
     return {k: m for k, m in c.found.items() if m.values}

@@ -12,7 +12,7 @@ from typing import Any
 from testbed import console
 from testbed.cluster import model
 from testbed.errors import TestbedError
-from testbed.faults import control, runner
+from testbed.faults import control, newpod, runner
 from testbed.faults.facts import Facts
 from testbed.faults.metrics import recovery
 from testbed.faults.timeline import FaultEvent
@@ -97,13 +97,19 @@ class Player:
             active = runner.inject(self.provider, self.cluster, fault, facts)
         except TestbedError as e:
             return {"fault": fault.label, "kind": fault.kind, "error": str(e)}
+        # a pod created while the fault holds: does it get an address before the fault ends?
+        probe = newpod.Probe(self.provider, self.cluster, fault).start() if ev.for_s else None
+        new_pod = None
         try:
             if ev.for_s:  # held from the moment it took effect
                 self._stop.wait(max(0.0, active.applied + ev.for_s - time.time()))
+            new_pod = probe.outcome() if probe else None
         finally:
             runner.release(self.provider, self.cluster, active, facts)
         doc = {**active.timings(), "at_s": ev.at, "applied": round(active.applied, 3),
                "undone": round(active.undone, 3)}
+        if new_pod is not None:
+            doc["new_pod"] = new_pod
         doc["control_plane_s"] = control.recovered(self.provider, self.cluster, fault,
                                                    active.undone, CONTROL_WAIT_S)
         return doc

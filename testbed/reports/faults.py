@@ -8,9 +8,22 @@ from typing import Any
 from testbed.reports.model import Chart, Section, Series, Table, num
 
 BEFORE_S, AFTER_S = 10.0, 25.0  # the chart's span around each fault window
-COLUMNS = ("path", "fault", "window_s", "failed_share", "throughput_drop", "first_failure_s",
-           "first_success_after_s", "last_failure_after_s", "p95_back_s", "p99_back_s",
-           "control_plane_s", "error")
+COLUMNS = ("path", "trial", "fault", "window_s", "failed_share", "throughput_drop",
+           "first_failure_s", "first_success_after_s", "last_failure_after_s", "p95_back_s",
+           "p99_back_s",
+           "control_plane_s", "new_pod", "error")
+
+
+def _cell(f: Mapping[str, Any], column: str) -> Any:
+    """A table cell; `new_pod` says whether a pod created during the fault got an address."""
+    if column != "new_pod":
+        return num(f.get(column))
+    pod = f.get("new_pod")
+    if not isinstance(pod, Mapping):
+        return None
+    if pod.get("addressed"):
+        return f"addressed on {pod.get('node')} in {pod.get('s')} s"
+    return f"no address on {pod.get('node')}: {pod.get('error', '')}"
 
 
 def _points(ts: Sequence[Mapping[str, Any]], t0: float, end: float
@@ -43,7 +56,7 @@ def section(s: Mapping[str, Any], pre: str) -> Section | None:
     for path, played in faults.items():
         ts = [r for r in s.get("timeseries") or [] if r.get("path") == path]
         for i, f in enumerate(played or []):
-            rows.append([num(f.get(c)) if c != "path" else path for c in COLUMNS])
+            rows.append([_cell(f, c) if c != "path" else path for c in COLUMNS])
             if "applied" not in f or not ts:
                 continue
             t0, end = float(f["applied"]), float(f["end"])

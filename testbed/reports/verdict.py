@@ -63,6 +63,12 @@ def _path(r: VerdictRow) -> str:
     return r.metric.split(".")[1]
 
 
+def _fault(r: VerdictRow) -> str:
+    """`nodeport partition@15s` from `faults.nodeport.partition@15s.failed_share`."""
+    parts = r.metric.split(".")
+    return " ".join(parts[1:-1])
+
+
 def _ratio_rows(summaries: Sequence[Mapping[str, Any]], labels: Sequence[str]
                 ) -> tuple[list[str], list[Series]]:
     """TCP x1 Gbit/s of each pod path over the same run's node-to-node floor (1.0)."""
@@ -110,5 +116,10 @@ def curves_section(rows: Sequence[VerdictRow], summaries: Sequence[Mapping[str, 
             if found:
                 charts.append(_bars(f"curve-cost-{role}-{unit}", f"{title}: {role} "
                                     "containers", "CPU-s", found, labels, _path))
+    for stat, title, unit in (("failed_share", "Failed-request share per fault", "share"),
+                              ("control_plane_s", "Control plane back after each fault", "s")):
+        found = _by(rows, "faults.", f".{stat}")
+        if found:
+            charts.append(_bars(f"curve-faults-{stat}", title, unit, found, labels, _fault))
     return Section("curves", "The curves behind the verdict", charts=charts,
                    lines=[] if charts else ["no RR/CRR, throughput or cost figures recorded"])

@@ -65,6 +65,7 @@ class Run:
     latency_rows: list[dict[str, Any]] = field(default_factory=list)
     cost_rows: list[dict[str, Any]] = field(default_factory=list)
     knees: dict[str, list[float | None]] = field(default_factory=dict)  # path -> per trial
+    played: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # path -> faults
     interrupted: bool = False
     failure: TestbedError | None = None
 
@@ -91,6 +92,11 @@ class Run:
                 self.knees.setdefault(path, []).append(row.get("knee_rps"))
             rows = {path: {**row, "trial": self.trial, "trial_knees": self.knees[path]}
                     for path, row in rows.items()}
+        elif section == "faults":  # {path: every trial's played faults, each with its trial}
+            for path, docs in rows.items():
+                self.played.setdefault(path, []).extend({**d, "trial": self.trial}
+                                                        for d in docs)
+            rows = {path: self.played[path] for path in rows}
         self.rundir.record_partial(section, rows)
 
     def record_cost(self, row: dict[str, Any] | None) -> None:
