@@ -298,7 +298,7 @@ def test_the_report_draws_a_timeline_per_fault() -> None:
     failed = dict(sec.charts[0].series[1].points)
     assert failed[report.BEFORE_S + 2] == 10.0 and failed[report.BEFORE_S] == 0.0
     assert 'data-chart="fault-0-nodeport"' in chart(sec.charts[0])
-    assert sec.tables[0].rows[0][1] == "partition 2:1"
+    assert sec.tables[0].rows[0][report.COLUMNS.index("fault")] == "partition 2:1"
     assert report.section({"timeseries": ts}, "") is None
 
 
