@@ -39,6 +39,7 @@ GATES = {
     "ingress": ("pod-to-pod-cross-node", "outside-to-ingress"),
 }
 CEILINGS = ("container-to-container", "node-to-node")
+PROBE_MAX_S = 2
 FAULT_TIMEOUT_S = 2.0  # Locust's request timeout under a fault timeline
 
 
@@ -78,8 +79,9 @@ class Run:
 
     @property
     def probe_seconds(self) -> int:
-        """Seconds per iperf3 / sockperf / wrk measurement: the load duration, 1 to 3."""
-        return max(1, min(iperf.SECONDS, int(self.scenario.load.duration_s)))
+        """Seconds per iperf3 / sockperf / wrk measurement: the load duration, 1 to 2 (tens of
+        thousands of round trips, and past TCP's slow start on these links)."""
+        return max(1, min(PROBE_MAX_S, int(self.scenario.load.duration_s)))
 
     def record(self, section: str, rows: Any) -> None:
         """Durably keep a measurement the moment it exists (rows tagged with their trial)."""
