@@ -20,7 +20,7 @@ from testbed.faults import play
 from testbed.lifecycle.context import UpContext
 from testbed.lifecycle.pipeline import Step
 from testbed.lifecycle.pipeline import run as run_steps
-from testbed.load import iperf, resources
+from testbed.load import resources
 from testbed.load.cost import CpuMeter
 from testbed.load.locust import LocustPhase, NoStats, PhaseResult, Profile
 from testbed.provider.base import Provider
