@@ -286,8 +286,8 @@ def test_a_two_cni_night_on_docker_opens_in_chromium(tmp_path: Path,
     assert res.returncode == 0, res.stderr[-3000:]  # one night: no history, no flag
     doc = json.loads(res.stdout)
     print(f"default nightly matrix: {wall:.0f} s wall")
-    assert [(r["series"], r["status"]) for r in doc["runs"]] == [(FLANNEL, "complete"),
-                                                                 (CALICO, "complete")]
+    assert [(r["series"], r["status"]) for r in doc["runs"]] == [
+        (FLANNEL, "complete"), (CALICO, "complete")], doc["runs"]  # the errors, if any
     assert len({r["run_id"] for r in doc["runs"]}) == 2
     nights = analyze.history.nights(Store(db))
     assert len(nights) == 1 and nights[0].nightly_id == doc["nightly_id"]
