@@ -301,13 +301,18 @@ def test_a_two_cni_night_on_docker_opens_in_chromium(tmp_path: Path,
         charts = driver.execute_script(
             "return [...document.querySelectorAll('svg[data-chart^=\"trend-\"]')].map(s => {"
             " const r = s.getBoundingClientRect();"
-            " const marks = [...s.querySelectorAll('.series')].filter(e => {"
+            " const all = [...s.querySelectorAll('.series')];"
+            " const drawn = all.filter(e => {"
             "   const b = e.getBBox(); return b.width > 0 && b.height > 0; });"
-            " return [s.dataset.chart, r.width, r.height, marks.length]; })")
+            " return [s.dataset.chart, r.width, r.height, all.length, drawn.length]; })")
     finally:
         driver.quit()
     assert len(charts) >= 4, charts  # rps, p50, p99, Gbit/s at least
-    assert all(w > 100 and h > 100 and marks == 2 for _, w, h, marks in charts), charts
+    # every plot is drawn: each series it has is a visible mark (a metric only one CNI has,
+    # e.g. generator-bound on the other, is a plot of one series)
+    assert all(w > 100 and h > 100 and n >= 1 and drawn == n
+               for _, w, h, n, drawn in charts), charts
+    assert sum(n == 2 for *_, n, _ in charts) >= 4, charts  # both CNIs on the shared metrics
 
 
 def test_a_failed_run_is_stored_as_failed_and_the_night_goes_on(
