@@ -286,8 +286,8 @@ def test_a_two_cni_night_on_docker_opens_in_chromium(tmp_path: Path,
     assert res.returncode == 0, res.stderr[-3000:]  # one night: no history, no flag
     doc = json.loads(res.stdout)
     print(f"default nightly matrix: {wall:.0f} s wall")
-    assert [(r["series"], r["status"]) for r in doc["runs"]] == [(FLANNEL, "complete"),
-                                                                 (CALICO, "complete")]
+    assert [(r["series"], r["status"]) for r in doc["runs"]] == [
+        (FLANNEL, "complete"), (CALICO, "complete")], doc["runs"]  # the errors, if any
     assert len({r["run_id"] for r in doc["runs"]}) == 2
     nights = analyze.history.nights(Store(db))
     assert len(nights) == 1 and nights[0].nightly_id == doc["nightly_id"]
@@ -301,13 +301,18 @@ def test_a_two_cni_night_on_docker_opens_in_chromium(tmp_path: Path,
         charts = driver.execute_script(
             "return [...document.querySelectorAll('svg[data-chart^=\"trend-\"]')].map(s => {"
             " const r = s.getBoundingClientRect();"
-            " const marks = [...s.querySelectorAll('.series')].filter(e => {"
+            " const all = [...s.querySelectorAll('.series')];"
+            " const drawn = all.filter(e => {"
             "   const b = e.getBBox(); return b.width > 0 && b.height > 0; });"
-            " return [s.dataset.chart, r.width, r.height, marks.length]; })")
+            " return [s.dataset.chart, r.width, r.height, all.length, drawn.length]; })")
     finally:
         driver.quit()
     assert len(charts) >= 4, charts  # rps, p50, p99, Gbit/s at least
-    assert all(w > 100 and h > 100 and marks == 2 for _, w, h, marks in charts), charts
+    # every plot is drawn: each series it has is a visible mark (a metric only one CNI has,
+    # e.g. generator-bound on the other, is a plot of one series)
+    assert all(w > 100 and h > 100 and n >= 1 and drawn == n
+               for _, w, h, n, drawn in charts), charts
+    assert sum(n == 2 for *_, n, _ in charts) >= 4, charts  # both CNIs on the shared metrics
 
 
 def test_a_failed_run_is_stored_as_failed_and_the_night_goes_on(
