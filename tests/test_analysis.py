@@ -195,3 +195,24 @@ def test_faults_become_metrics_per_fault_of_the_timeline_in_trial_order() -> Non
     assert m["faults.nodeport.partition@15s.new_pod_addressed"].better == "higher"
     assert m["faults.nodeport.node-kill@2500ms.failed_share"].values == [0.5]
     assert m["faults.nodeport.partition@15s.control_plane_s"].values == [4.1]
+
+
+def test_three_cnis_without_a_winner_still_name_the_one_behind() -> None:
+    from testbed.analysis.verdicts import table
+
+    rows = {r.metric: r for r in table([
+        ("a", _summary([100.0, 102.0, 98.0], "x")), ("b", _summary([101.0, 99.0, 103.0], "y")),
+        ("c", _summary([50.0, 51.0, 49.0], "z"))])}
+    rps = rows["paths.pod-to-service.rps"]
+    assert rps.winner is None and not rps.significant
+    assert rps.reason == "no difference between b and a; c behind them, outside the noise"
+
+
+def test_a_sweep_that_held_no_rate_has_a_knee_of_zero() -> None:
+    from testbed.analysis.metrics import flatten
+
+    m = flatten({"sweeps": {"ingress": {"knee_rps": None, "points": [{"offered_rps": 10}],
+                                        "trial_knees": [None, 300.0]},
+                            "nodeport": {"knee_rps": None, "points": []}}})
+    assert m["sweeps.ingress.knee_rps"].values == [0.0, 300.0]
+    assert "sweeps.nodeport.knee_rps" not in m  # a sweep that did not run says nothing

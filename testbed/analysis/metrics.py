@@ -97,7 +97,9 @@ def _sweeps(c: _Collector, trials: Iterable[Mapping[str, Any]]) -> None:
                 continue
             knees = sweep.get("trial_knees")  # a run of several trials keeps each one's knee
             for value in knees if isinstance(knees, list) else [sweep.get("knee_rps")]:
-                c.put(f"sweeps.{path}.knee_rps", "req/s", "higher", value,
+                # no knee after a sweep that ran: no offered rate held the objective, so 0
+                held = 0.0 if value is None and sweep.get("points") else value
+                c.put(f"sweeps.{path}.knee_rps", "req/s", "higher", held,
                       bound=bool(sweep.get("generator_bound")))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -78,7 +79,9 @@ def compare(a_name: str, a: Figure, b_name: str, b: Figure, better: Better) -> V
     if statistics.pstdev(a.samples) == 0 and statistics.pstdev(b.samples) == 0:
         p = 0.0 if a.median != b.median else 1.0
     else:
-        p = float(sps.ttest_ind(a.samples, b.samples, equal_var=False).pvalue)
+        with warnings.catch_warnings():  # near-identical trials: scipy warns, p stays valid
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p = float(sps.ttest_ind(a.samples, b.samples, equal_var=False).pvalue)
     disjoint = a.high < b.low or b.high < a.low
     if p < ALPHA and disjoint:
         return Verdict(best, margin, True, p, TEST,

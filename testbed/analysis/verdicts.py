@@ -65,8 +65,28 @@ def row(key: str, by_label: Mapping[str, Metric], datapaths: Mapping[str, str]) 
                                                         v.p_value, v.reason)
         if winner:
             runner_up, why = second, datapaths.get(winner, "")
+        else:
+            reason = _tie(order, figures, first.better, reason)
     return VerdictRow(key, first.unit, first.better, figures, winner, runner_up, margin,
                       significant, p_value, stats.TEST, reason, why, ranked)
+
+
+def _tie(order: list[str], figures: Mapping[str, Figure], better: stats.Better,
+         reason: str) -> str:
+    """With three or more CNIs and no winner: which lead together, and which are behind them
+    outside the noise (worse than every leader by the same test)."""
+    leaders = [order[0]]
+    for other in order[1:]:
+        v = stats.compare(order[0], figures[order[0]], other, figures[other], better)
+        if not v.significant:
+            leaders.append(other)
+    behind = [o for o in order if o not in leaders and all(
+        stats.compare(lead, figures[lead], o, figures[o], better).significant
+        for lead in leaders)]
+    if len(order) < 3 or not behind:
+        return reason
+    return (f"no difference between {' and '.join(leaders)}; {', '.join(behind)} "
+            "behind them, outside the noise")
 
 
 def table(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> list[VerdictRow]:
