@@ -5,6 +5,16 @@ from __future__ import annotations
 # The node image holds testbed_node and testbed_contract under AGENT_ROOT (on its PYTHONPATH).
 AGENT_ROOT = "/opt/testbed"
 AGENT_CMD = ["python3", "-m", "testbed_node"]
+
+
+def in_pod(pod: str | None, argv: list[str], *, rusage: bool = False) -> list[str]:
+    """argv as exec'd in a node: in a pod's network namespace through the agent (`rusage`: the
+    agent adds a last stderr line with the command's CPU use), or, with `pod` None, as is."""
+    if not pod:
+        return list(argv)
+    return [*AGENT_CMD, "pod", "exec", *(["--rusage"] if rusage else []), pod, "--", *argv]
+
+
 # Locust's file for every phase, shipped in the node image with the agent.
 LOCUSTFILE = f"{AGENT_ROOT}/testbed_node/locustfile.py"
 # The pods' HTTP workload and the probe, as modules run inside a node or a pod.

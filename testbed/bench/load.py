@@ -16,15 +16,14 @@ from typing import Any
 from testbed.load.locust import LocustPhase, Place, Profile
 from testbed.provider.base import Provider
 from testbed.provider.docker import DockerProvider
-from testbed_contract.node import AGENT_CMD
+from testbed_contract.node import AGENT_CMD, in_pod
 
 URL = "http://127.0.0.1:8080/"
 
 
 def wrk(provider: Provider, node: str, pod: str, conns: int, seconds: int) -> float:
     """Requests per second wrk (one thread) gets from inside a pod."""
-    res = provider.exec(node, [*AGENT_CMD, "pod", "exec", pod, "--", "wrk", "-t1",
-                               f"-c{conns}", f"-d{seconds}s", URL])
+    res = provider.exec(node, in_pod(pod, ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", URL]))
     found = re.search(r"Requests/sec:\s+([\d.]+)", res.stdout)
     if not found:
         raise SystemExit(f"wrk gave no rate: {res.stdout[-400:]} {res.stderr[-400:]}")

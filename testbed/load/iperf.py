@@ -8,7 +8,7 @@ from typing import Any
 
 from testbed.errors import StepError
 from testbed.provider.base import Provider
-from testbed_contract.node import AGENT_CMD
+from testbed_contract.node import in_pod
 
 SECONDS = 3
 STREAMS = 4
@@ -43,7 +43,7 @@ NODE_PORT = 5202  # a server in a node's own network namespace (the no-CNI floor
 def _client(provider: Provider, node: str, pod: str | None, server: str,
             extra: list[str], port: int = PORT, seconds: int = SECONDS) -> dict[str, Any]:
     argv = ["iperf3", "-c", server, "-p", str(port), "-t", str(seconds), "-J", *extra]
-    res = provider.exec(node, [*AGENT_CMD, "pod", "exec", pod, "--", *argv] if pod else argv)
+    res = provider.exec(node, in_pod(pod, argv))
     where = pod or node
     try:
         data: dict[str, Any] = json.loads(res.stdout)
@@ -92,8 +92,7 @@ def measure(provider: Provider, node: str, pod: str | None, path: str, server: s
 def mtu_of(provider: Provider, node: str, pod: str) -> int | None:
     """The MTU of the pod's eth0 (what the CNI gave the path), asked over netlink inside the
     pod: the node's /sys shows the node's own interfaces whichever netns reads it."""
-    res = provider.exec(node, [*AGENT_CMD, "pod", "exec", pod, "--", "ip", "-o", "link",
-                               "show", "dev", "eth0"])
+    res = provider.exec(node, in_pod(pod, ["ip", "-o", "link", "show", "dev", "eth0"]))
     return _mtu(res.stdout)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from testbed.errors import StepError
 from testbed.provider.base import Provider
-from testbed_contract.node import AGENT_CMD
+from testbed_contract.node import in_pod
 
 RR_PORT = 11111  # the scenario's sockperf server container listens here
 SECONDS = 3
@@ -52,12 +52,6 @@ BOUND_PCT = 95.0  # sockperf and wrk -t1 are one thread: at a whole core the cli
 _RUSAGE = re.compile(r'^\{"rusage": .*\}$', re.M)
 
 
-def _in(pod: str | None, argv: list[str]) -> list[str]:
-    """argv in a pod's network namespace (through the agent, which reports the command's CPU
-    use), or in the node's own."""
-    return [*AGENT_CMD, "pod", "exec", "--rusage", pod, "--", *argv] if pod else argv
-
-
 def watched(found: Latency, stderr: str) -> Latency:
     """The measurement with its client's CPU (from the agent's rusage line), if reported."""
     m = _RUSAGE.findall(stderr)
@@ -91,7 +85,7 @@ def parse_wrk(path: str, out: str) -> Latency:
 def rr(provider: Provider, node: str, pod: str | None, path: str, ip: str,
        port: int = RR_PORT, seconds: int = SECONDS) -> Latency:
     """TCP request/response round trips from a pod (or the node) to ip:port."""
-    res = provider.exec(node, _in(pod, [
+    res = provider.exec(node, in_pod(pod, rusage=True, argv=[
         "sockperf", "ping-pong", "--tcp", "-i", ip, "-p", str(port), "-t", str(seconds),
         "--full-rtt"]))
     return watched(parse_sockperf(path, res.stdout + res.stderr), res.stderr)
@@ -100,6 +94,6 @@ def rr(provider: Provider, node: str, pod: str | None, path: str, ip: str,
 def crr(provider: Provider, node: str, pod: str | None, path: str, url: str,
         seconds: int = SECONDS) -> Latency:
     """A new TCP connection per HTTP request, one at a time, from a pod (or the node)."""
-    res = provider.exec(node, _in(pod, [
+    res = provider.exec(node, in_pod(pod, rusage=True, argv=[
         "wrk", "-t1", "-c1", f"-d{seconds}s", "--latency", "-H", "Connection: close", url]))
     return watched(parse_wrk(path, res.stdout), res.stderr)

@@ -14,7 +14,7 @@ from testbed.errors import StepError
 from testbed.lifecycle.wait import parallel
 from testbed.provider.base import Provider
 from testbed.results.atomic import write_bytes
-from testbed_contract.node import AGENT_CMD, LOCUSTFILE
+from testbed_contract.node import LOCUSTFILE, in_pod
 
 MASTER_PORT = 5557
 # Locust warns at 90 % worker CPU; above this the generator, not the CNI, limits the path.
@@ -34,7 +34,7 @@ class Place:
 
     def argv(self, cmd: list[str]) -> list[str]:
         """The command as exec'd in the container (through the agent for a pod)."""
-        return [*AGENT_CMD, "pod", "exec", self.pod, "--", *cmd] if self.pod else cmd
+        return in_pod(self.pod, cmd)
 
     def __str__(self) -> str:
         return f"{self.container}/{self.pod}" if self.pod else self.container

@@ -21,7 +21,7 @@ from testbed.provider.base import ContainerSpec, Provider
 from testbed.run import targets
 from testbed.run.options import RunOptions
 from testbed.scenario import Scenario
-from testbed_contract.node import AGENT_CMD, LOCUSTFILE
+from testbed_contract.node import LOCUSTFILE, in_pod
 
 WEB_PATHS = ("pod-to-service", "nodeport", "ingress", "container-to-container")
 UI_PORT = 8089
@@ -74,11 +74,10 @@ def start_ui(provider: Provider, cluster: str, scenario: Scenario, port: int) ->
                           "--logfile", "/tmp/locust-master.log", *classes], env)
     pods = targets.client_pods(provider, cluster, scenario)
     for pod in pods:
-        provider.spawn(pod["node_container"], [
-            *AGENT_CMD, "pod", "exec", pod["name"], "--",
+        provider.spawn(pod["node_container"], in_pod(pod["name"], [
             "python3", "-m", "locust", "-f", LOCUSTFILE, "--worker", "--master-host",
             master_ip, "--master-port", str(MASTER_PORT), "--logfile",
-            f"/tmp/locust-worker-{pod['name']}.log"], env)
+            f"/tmp/locust-worker-{pod['name']}.log"]), env)
     url = f"http://127.0.0.1:{port}/"
 
     def workers_joined() -> bool:
