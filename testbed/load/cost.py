@@ -7,23 +7,24 @@ from typing import Any
 
 from testbed.errors import ProviderError
 from testbed.lifecycle.wait import parallel
+from testbed.load.resources import running
 from testbed.provider.base import Provider
 
 ROLES = ("node", "cni")  # the nodes (pods, kube-proxy's rules, the kernel's work) and CNI daemons
 
 
 def _counters(provider: Provider, cluster: str) -> dict[str, tuple[str, float]]:
-    """{container: (role, CPU-seconds used since it started)} for every running node and CNI."""
-    infos = [c for c in provider.containers(cluster=cluster)
-             if c.role in ROLES and c.status == "running"]
+    """{container: (role, CPU-seconds used since it started)} for every running node and CNI:
+    the cumulative counter only, so a one-shot read (no engine CPU window to wait for)."""
 
     def one(info: Any) -> tuple[str, str, float | None]:
         try:
-            return info.name, info.role, provider.stats(info.name).cpu_s
+            return info.name, info.role, provider.stats(info.name, one_shot=True).cpu_s
         except ProviderError:  # stopped or removed meanwhile (a fault): not counted
             return info.name, info.role, None
 
-    return {name: (role, cpu) for name, role, cpu in parallel(one, infos) if cpu is not None}
+    read = parallel(one, running(provider, cluster, ROLES))
+    return {name: (role, cpu) for name, role, cpu in read if cpu is not None}
 
 
 class CpuMeter:

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 from typing import Any
 
 from testbed.lifecycle.wait import parallel
-from testbed.provider.base import Provider
+from testbed.provider.base import ContainerInfo, Provider
 
 ROLES = ("node", "cni", "datastore", "ingress", "external")
 
 
+def running(provider: Provider, cluster: str,
+            roles: Collection[str] = ROLES) -> list[ContainerInfo]:
+    """The cluster's running containers of the given roles."""
+    return [c for c in provider.containers(cluster=cluster)
+            if c.role in roles and c.status == "running"]
+
+
 def snapshot(provider: Provider, cluster: str, phase: str) -> list[dict[str, Any]]:
     """One sample per container (the engine measures CPU over its own ~1 s window)."""
-    infos = [c for c in provider.containers(cluster=cluster)
-             if c.role in ROLES and c.status == "running"]
+    infos = running(provider, cluster)
 
     def one(info: Any) -> dict[str, Any]:
         use = provider.stats(info.name)
