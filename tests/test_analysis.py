@@ -216,3 +216,26 @@ def test_a_sweep_that_held_no_rate_has_a_knee_of_zero() -> None:
                             "nodeport": {"knee_rps": None, "points": []}}})
     assert m["sweeps.ingress.knee_rps"].values == [0.0, 300.0]
     assert "sweeps.nodeport.knee_rps" not in m  # a sweep that did not run says nothing
+
+
+def test_a_run_keeps_every_trials_entries_of_its_dict_sections() -> None:
+    from types import SimpleNamespace
+
+    from testbed.run.pipeline import Run
+
+    got: list[tuple[str, object]] = []
+    run = Run.__new__(Run)
+    run.kept, run.trial = {}, 1
+    run.rundir = SimpleNamespace(record_partial=lambda s, rows: got.append((s, rows)))  # type: ignore[assignment]
+    for trial, knee in ((1, 5.0), (2, None)):
+        run.trial = trial
+        run.record("latency", {"rows": [{"path": "a"}]})
+        run.record_cost({"path": "x"})
+        run.record("sweeps", {"p": {"knee_rps": knee}})
+        run.record("faults", {"p": [{"kind": "partition"}]})
+    last = dict(got[-4:])
+    assert last["latency"] == {"rows": [{"path": "a", "trial": 1}, {"path": "a", "trial": 2}]}
+    assert [r["trial"] for r in last["cost"]["rows"]] == [1, 2]  # type: ignore[index]
+    assert last["sweeps"] == {"p": {"knee_rps": None, "trial": 2, "trial_knees": [5.0, None]}}
+    assert last["faults"] == {"p": [{"kind": "partition", "trial": 1},
+                                    {"kind": "partition", "trial": 2}]}

@@ -63,10 +63,8 @@ class Run:
     summary: dict[str, Any] = field(default_factory=dict)
     trials: int = 1  # how many times the trial steps repeat on the same cluster
     trial: int = 1  # the trial being measured (every row recorded carries it)
-    latency_rows: list[dict[str, Any]] = field(default_factory=list)
-    cost_rows: list[dict[str, Any]] = field(default_factory=list)
-    knees: dict[str, list[float | None]] = field(default_factory=dict)  # path -> per trial
-    played: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # path -> faults
+    # (dict section, key) -> what every trial so far recorded under it (see `record`)
+    kept: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
     interrupted: bool = False
     failure: TestbedError | None = None
 
@@ -89,23 +87,27 @@ class Run:
         if section in ROW_SECTIONS:
             rows = [{**r, "trial": self.trial} for r in ([rows] if isinstance(rows, dict)
                                                           else rows)]
+        elif section in ("latency", "cost"):  # {"rows": every trial's rows so far}
+            rows = {"rows": self._keep(section, "rows", rows["rows"])}
+        elif section == "faults":  # {path: every trial's played faults}
+            rows = {path: self._keep(section, path, docs) for path, docs in rows.items()}
         elif section == "sweeps":  # {path: the latest trial's sweep, with every trial's knee}
-            for path, row in rows.items():
-                self.knees.setdefault(path, []).append(row.get("knee_rps"))
-            rows = {path: {**row, "trial": self.trial, "trial_knees": self.knees[path]}
+            rows = {path: {**row, "trial": self.trial,
+                           "trial_knees": self._keep(section, path, [row.get("knee_rps")])}
                     for path, row in rows.items()}
-        elif section == "faults":  # {path: every trial's played faults, each with its trial}
-            for path, docs in rows.items():
-                self.played.setdefault(path, []).extend({**d, "trial": self.trial}
-                                                        for d in docs)
-            rows = {path: self.played[path] for path in rows}
         self.rundir.record_partial(section, rows)
+
+    def _keep(self, section: str, key: str, items: list[Any]) -> list[Any]:
+        """A dict section's entries are replaced key by key when recorded again, so for these
+        the run keeps every trial's items itself (dicts tagged with their trial)."""
+        kept = self.kept.setdefault((section, key), [])
+        kept += [{**i, "trial": self.trial} if isinstance(i, dict) else i for i in items]
+        return list(kept)
 
     def record_cost(self, row: dict[str, Any] | None) -> None:
         """One more cost row (CPU per unit of work) for the `cost` section."""
         if row is not None:
-            self.cost_rows.append({**row, "trial": self.trial})
-            self.record("cost", {"rows": self.cost_rows})
+            self.record("cost", {"rows": [row]})
 
 
 PACKAGES = ("iproute2", "iptables", "ipset", "python3", "containernetworking-plugins",
@@ -282,8 +284,7 @@ def throughput(run: Run) -> None:
 def latency(run: Run) -> None:
     """RR and CRR round trips per path in microseconds, beside loopback and node-to-node."""
     found = run_latency.measure(run.provider, run.name, run.scenario, run.probe_seconds)
-    run.latency_rows += [{**m.summary(), "trial": run.trial} for m in found]
-    run.record("latency", {"rows": run.latency_rows})
+    run.record("latency", {"rows": [m.summary() for m in found]})
 
 
 SETUP: list[Step[Run]] = [
