@@ -23,15 +23,20 @@ return Array.from(document.querySelectorAll('svg.chart')).map(function (svg) {
 """
 
 
-def browser_charts(page: Path) -> list[dict[str, Any]]:
-    """Every chart on an offline HTML page as headless Chromium laid it out (folded sections
-    opened first, so their charts are laid out too)."""
+def start_chrome() -> Any:
+    """Debian's headless Chromium under selenium (the caller quits it)."""
     webdriver = pytest.importorskip("selenium.webdriver")
     assert os.path.exists(CHROMEDRIVER), "install Debian's chromium-driver (see .ci/run)"
     opts = webdriver.ChromeOptions()
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
         opts.add_argument(arg)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=opts)
+    return webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=opts)
+
+
+def browser_charts(page: Path) -> list[dict[str, Any]]:
+    """Every chart on an offline HTML page as headless Chromium laid it out (folded sections
+    opened first, so their charts are laid out too)."""
+    driver = start_chrome()
     try:
         driver.set_window_size(1400, 1000)
         driver.get(page.resolve().as_uri())

@@ -4,7 +4,6 @@ matrix file, scheduling, and one real two-CNI night on Docker opened in headless
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import start_chrome
 from conftest import RUN_ID, run_cli
 
 from testbed.nightly import analyze, matrix, report, rule, schedule, simulate
@@ -274,9 +274,6 @@ def test_a_two_cni_night_on_docker_opens_in_chromium(tmp_path: Path,
                                                      built: dict[str, str]) -> None:
     """The default matrix (flannel:vxlan and calico:bgp on `light`, one trial each) for real;
     its report's trend plots are drawn in headless Chromium."""
-    webdriver = pytest.importorskip("selenium.webdriver")
-    chromedriver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    assert os.path.exists(chromedriver), "install Debian's chromium-driver"
     db, out = tmp_path / "db.sqlite", tmp_path / "night"
     start = time.monotonic()
     res = run_cli("nightly", "--db", str(db), "--out", str(out), "--json",
@@ -292,10 +289,7 @@ def test_a_two_cni_night_on_docker_opens_in_chromium(tmp_path: Path,
     nights = analyze.history.nights(Store(db))
     assert len(nights) == 1 and nights[0].nightly_id == doc["nightly_id"]
     assert all(r.environment.get("kernel") for r in nights[0].runs)
-    opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(chromedriver), options=opts)
+    driver = start_chrome()
     try:
         driver.get((out / "nightly.html").as_uri())
         charts = driver.execute_script(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -14,11 +13,11 @@ import urllib.request
 from typing import Any
 
 import pytest
+from browser import CHROMEDRIVER, start_chrome
 
 from testbed.provider.docker import DockerProvider
 
 pytestmark = pytest.mark.docker
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 
 def _free_port() -> int:
@@ -33,7 +32,7 @@ def _stats(url: str) -> dict[str, Any]:
 
 
 def test_web_ui_in_a_browser_starts_a_swarm_against_the_cluster(built: dict[str, str]) -> None:
-    webdriver = pytest.importorskip("selenium.webdriver")
+    pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -54,10 +53,7 @@ def test_web_ui_in_a_browser_starts_a_swarm_against_the_cluster(built: dict[str,
                 break
             seen += line
         assert "Locust web UI" in seen, seen[-3000:]
-        opts = webdriver.ChromeOptions()
-        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-            opts.add_argument(arg)
-        driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=opts)
+        driver = start_chrome()
         driver.get(url)
         for field in ("userCount", "spawnRate"):  # React inputs ignore clear(): select, type
             box = driver.find_element(By.NAME, field)
