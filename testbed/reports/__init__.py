@@ -76,7 +76,7 @@ def render_compare(summaries: Sequence[Mapping[str, Any]], out_dir: str | Path,
     for s in head:
         s.title, s.folded = "What ran: builds, versions and the environment", True
     sections = [verdict.verdict_section(rows, labels),
-                verdict.curves_section(rows, summaries, labels),
+                verdict.curves_section(rows, labels),
                 *(s for s in details if s.id != "columns"), *head]
     title = "testbed compare: " + ", ".join(labels)
     doc = Document("compare", title, utc_now(), sections, data)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from testbed.analysis.verdicts import VerdictRow
@@ -69,30 +69,25 @@ def _fault(r: VerdictRow) -> str:
     return " ".join(parts[1:-1])
 
 
-def _ratio_rows(summaries: Sequence[Mapping[str, Any]], labels: Sequence[str]
+FLOOR_TCP = "throughput.node-to-node.tcpx1.gbit_s"
+
+
+def _ratio_rows(rows: Sequence[VerdictRow], labels: Sequence[str]
                 ) -> tuple[list[str], list[Series]]:
-    """TCP x1 Gbit/s of each pod path over the same run's node-to-node floor (1.0)."""
-    paths: list[str] = []
-    values: dict[str, dict[str, float]] = {}
-    for label, s in zip(labels, summaries, strict=True):
-        floors = [float(b["gbit_s"]) for b in s.get("baselines") or []
-                  if b.get("gbit_s") and b.get("path") == "node-to-node"
-                  and b.get("protocol", "tcp") == "tcp" and int(b.get("streams") or 1) == 1]
-        if not floors:
-            continue
-        floor = sorted(floors)[len(floors) // 2]
-        for t in s.get("throughput") or []:
-            if t.get("protocol", "tcp") == "tcp" and int(t.get("streams") or 1) == 1 \
-                    and t.get("gbit_s") is not None:
-                path = str(t["path"])
-                if path not in paths:
-                    paths.append(path)
-                values.setdefault(label, {}).setdefault(path, float(t["gbit_s"]) / floor)
-    return paths, [Series(c, [fnum(values.get(c, {}).get(p)) for p in paths]) for c in labels]
+    """Each pod path's median TCP x1 Gbit/s over the same run's median node-to-node floor."""
+    floor = next((r for r in rows if r.metric == FLOOR_TCP), None)
+    if floor is None:
+        return [], []
+    pods = [r for r in _by(rows, "throughput.", ".tcpx1.gbit_s") if r.metric != FLOOR_TCP]
+
+    def ratio(r: VerdictRow, label: str) -> float | None:
+        top, bottom = r.figures.get(label), floor.figures.get(label)
+        return fnum(top.median / bottom.median) if top and bottom and bottom.median else None
+
+    return [_path(r) for r in pods], [Series(c, [ratio(r, c) for r in pods]) for c in labels]
 
 
-def curves_section(rows: Sequence[VerdictRow], summaries: Sequence[Mapping[str, Any]],
-                   labels: Sequence[str]) -> Section:
+def curves_section(rows: Sequence[VerdictRow], labels: Sequence[str]) -> Section:
     """RR and CRR percentiles, throughput against the floor, CPU per unit of work."""
     charts = []
     for kind, name in (("rr", "RR (sockperf ping-pong)"), ("crr", "CRR (new connection per "
@@ -105,7 +100,7 @@ def curves_section(rows: Sequence[VerdictRow], summaries: Sequence[Mapping[str, 
     tput = _by(rows, "throughput.", "tcpx1.gbit_s")
     if tput:
         charts.append(_bars("curve-tcp", "TCP x1 throughput", "Gbit/s", tput, labels, _path))
-    paths, series = _ratio_rows(summaries, labels)
+    paths, series = _ratio_rows(rows, labels)
     if paths:
         charts.append(Chart("curve-tcp-ratio", "bar", "TCP x1 throughput over node-to-node "
                             "(no CNI = 1.0)", "× floor", "path", paths, series))
