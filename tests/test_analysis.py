@@ -99,8 +99,7 @@ def test_flatten_names_every_metric_with_trials_in_order() -> None:
                         "gbit_s": 3.0}],
         "latency": {"rows": [{"path": "pod-to-service", "kind": "rr", "p50_us": 40.0,
                               "trial": 1}]},
-        "sweeps": {"trials": [{"ingress": {"knee_rps": 800.0}},
-                              {"ingress": {"knee_rps": 900.0}}]},
+        "sweeps": {"ingress": {"knee_rps": 900.0, "trial_knees": [800.0, 900.0]}},
     }
     m = flatten(summary)
     rps = m["paths.pod-to-service.rps"]

@@ -81,36 +81,34 @@ def _throughput(c: _Collector, rows: Iterable[Mapping[str, Any]]) -> None:
         c.put(f"{base}.lost_pct", "%", "lower", row.get("lost_pct"), ranked=ranked)
 
 
-def _latency(c: _Collector, trials: Iterable[Mapping[str, Any]]) -> None:
-    for doc in trials:
-        for row in _trials(doc.get("rows", [])):
-            path = str(row.get("path"))
-            for name, unit, better in _LATENCY:
-                c.put(f"latency.{path}.{row.get('kind')}.{name}", unit, better, row.get(name),
-                      bound=bool(row.get("generator_bound")), ranked=path not in UNRANKED_PATHS)
+def _latency(c: _Collector, rows: Iterable[Mapping[str, Any]]) -> None:
+    for row in _trials(rows):
+        path = str(row.get("path"))
+        for name, unit, better in _LATENCY:
+            c.put(f"latency.{path}.{row.get('kind')}.{name}", unit, better, row.get(name),
+                  bound=bool(row.get("generator_bound")), ranked=path not in UNRANKED_PATHS)
 
 
-def _sweeps(c: _Collector, trials: Iterable[Mapping[str, Any]]) -> None:
-    for doc in trials:
-        for path, sweep in doc.items():
-            if not isinstance(sweep, Mapping):
-                continue
-            knees = sweep.get("trial_knees")  # a run of several trials keeps each one's knee
-            for value in knees if isinstance(knees, list) else [sweep.get("knee_rps")]:
-                # no knee after a sweep that ran: no offered rate held the objective, so 0
-                held = 0.0 if value is None and sweep.get("points") else value
-                c.put(f"sweeps.{path}.knee_rps", "req/s", "higher", held,
-                      bound=bool(sweep.get("generator_bound")))
+def _sweeps(c: _Collector, section: Any) -> None:
+    """{path: the latest sweep, with `trial_knees` when the run had several trials}."""
+    for path, sweep in (section.items() if isinstance(section, Mapping) else ()):
+        if not isinstance(sweep, Mapping):
+            continue
+        knees = sweep.get("trial_knees")
+        for value in knees if isinstance(knees, list) else [sweep.get("knee_rps")]:
+            # no knee after a sweep that ran: no offered rate held the objective, so 0
+            held = 0.0 if value is None and sweep.get("points") else value
+            c.put(f"sweeps.{path}.knee_rps", "req/s", "higher", held,
+                  bound=bool(sweep.get("generator_bound")))
 
 
-def _cost(c: _Collector, trials: Iterable[Mapping[str, Any]]) -> None:
-    for doc in trials:
-        for row in _trials(doc.get("rows", [])):
-            path = str(row.get("path"))
-            for name, value in row.items():
-                if name.endswith(("per_gbit", "per_1000_requests")):
-                    c.put(f"cost.{path}.{name}", "CPU-s", "lower", value,
-                          ranked=path not in UNRANKED_PATHS)
+def _cost(c: _Collector, rows: Iterable[Mapping[str, Any]]) -> None:
+    for row in _trials(rows):
+        path = str(row.get("path"))
+        for name, value in row.items():
+            if name.endswith(("per_gbit", "per_1000_requests")):
+                c.put(f"cost.{path}.{name}", "CPU-s", "lower", value,
+                      ranked=path not in UNRANKED_PATHS)
 
 
 _FAULT: tuple[tuple[str, str, Better], ...] = (
@@ -136,14 +134,10 @@ def _faults(c: _Collector, section: Any) -> None:
                       1.0 if pod.get("addressed") else 0.0)
 
 
-def _per_trial(section: Any) -> list[Mapping[str, Any]]:
-    """A dict section holds one trial's document, or {"trials": [doc, ...]}."""
-    if isinstance(section, Mapping):
-        inner = section.get("trials")
-        if isinstance(inner, list):
-            return [d for d in inner if isinstance(d, Mapping)]
-        return [section]
-    return []
+def _rows(section: Any) -> list[Mapping[str, Any]]:
+    """The `rows` of a dict section ({"rows": [...]}: latency, cost), every trial's."""
+    rows = section.get("rows") if isinstance(section, Mapping) else None
+    return [r for r in rows if isinstance(r, Mapping)] if isinstance(rows, list) else []
 
 
 def flatten(summary: Mapping[str, Any]) -> dict[str, Metric]:
@@ -154,9 +148,8 @@ def flatten(summary: Mapping[str, Any]) -> dict[str, Metric]:
                            if "gbit_s" not in r])
     _throughput(c, [*(summary.get("throughput") or []),
                     *[r for r in summary.get("baselines") or [] if "gbit_s" in r]])
-    _latency(c, _per_trial(summary.get("latency")))
-    _sweeps(c, [{k: v for k, v in d.items() if k != "trials"}
-                for d in _per_trial(summary.get("sweeps"))])
-    _cost(c, _per_trial(summary.get("cost")))
+    _latency(c, _rows(summary.get("latency")))
+    _sweeps(c, summary.get("sweeps"))
+    _cost(c, _rows(summary.get("cost")))
     _faults(c, summary.get("faults"))
     return {k: m for k, m in c.found.items() if m.values}
