@@ -12,6 +12,7 @@ from testbed.cluster import model
 from testbed.cluster.agent import NodeAgent
 from testbed.errors import TestbedError
 from testbed.faults.spec import Fault
+from testbed.load import resources
 from testbed.provider.base import Provider
 
 NODE_GONE = ("node-stop", "node-kill", "node-restart")
@@ -19,7 +20,7 @@ NODE_GONE = ("node-stop", "node-kill", "node-restart")
 
 def _node(provider: Provider, cluster: str, fault: Fault) -> str:
     """The faulted node when it still runs (its CNI is what the fault hits), else a survivor."""
-    running = {c.name for c in provider.containers(cluster, "node") if c.status == "running"}
+    running = {c.name for c in resources.running(provider, cluster, ("node",))}
     hit = [model.node_name(cluster, i) for i in fault.nodes]
     if fault.kind not in NODE_GONE:
         for name in hit:
