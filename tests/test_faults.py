@@ -245,6 +245,40 @@ def test_node_kill_takes_the_pods_and_the_undo_recreates_them(cluster: Running) 
     assert _reach(cluster, "client-0", "echo-1") and _reach(cluster, "echo-1", "echo-0")
 
 
+def _started(running: Running, name: str) -> str:
+    """Docker's StartedAt of a container (it changes on every start or restart)."""
+    return str(running.provider.client.containers.get(name).attrs["State"]["StartedAt"])
+
+
+@pytest.mark.docker
+def test_cni_restart_all_restarts_every_daemon_one_node_after_the_other(
+        cluster: Running) -> None:
+    daemons = [f"{cluster.name}-node-{i}-flannel" for i in (1, 2)]
+    before = [_started(cluster, d) for d in daemons]
+    f = _fault(cluster, "cni-restart-all", "all")
+    active = runner.hold(cluster.provider, cluster.name, f)
+    assert not active.errors and state.load(cluster.name) == []
+    after = [_started(cluster, d) for d in daemons]
+    assert all(a != b for a, b in zip(after, before, strict=True)), (before, after)
+    # rolling: node 2's flanneld was restarted only once node 1's was back (ISO times sort)
+    assert after[0] < after[1]
+    assert all(_status(cluster, d) == "running" for d in daemons)
+    assert control.recovered(cluster.provider, cluster.name, f, active.undone, 30) is not None
+    assert _reach(cluster, "client-0", "echo-1") and _reach(cluster, "echo-1", "echo-0")
+
+
+@pytest.mark.docker
+def test_node_restart_brings_the_node_back_with_its_daemon_and_pods(cluster: Running) -> None:
+    node = f"{cluster.name}-node-2"
+    before = _started(cluster, node), _started(cluster, f"{node}-flannel")
+    active = runner.hold(cluster.provider, cluster.name, _fault(cluster, "node-restart", "2"))
+    assert not active.errors and state.load(cluster.name) == []
+    after = _started(cluster, node), _started(cluster, f"{node}-flannel")
+    assert after[0] != before[0] and after[1] != before[1], (before, after)
+    assert {p["name"] for p in NodeAgent(cluster.provider, node).pods()} == {"echo-1"}
+    assert _reach(cluster, "client-0", "echo-1") and _reach(cluster, "echo-1", "echo-0")
+
+
 @pytest.mark.docker
 def test_a_fault_left_by_a_finished_process_is_cleared(cluster: Running, data: Path) -> None:
     env = {"TESTBED_DATA": str(data)}
