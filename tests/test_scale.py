@@ -7,7 +7,7 @@ import pytest
 from conftest import cluster_name
 
 from testbed import cni as cnis
-from testbed.bench import converge
+from testbed.bench import converge, footprint
 from testbed.bench.scale import check_passes, spec_for
 from testbed.cluster.handle import Cluster
 from testbed.provider.docker import DockerProvider
@@ -46,3 +46,10 @@ def test_five_nodes_of_ten_pods_converge_and_pass_the_check(
         passed, cases = check_passes(provider, cluster.name, 90)
         assert passed is not None
         assert cases >= NODES * (NODES - 1) + NODES  # every ordered node pair, each node
+        # the daemons' footprint under a pod-to-pod ring: every node sends and answers
+        got = footprint.loaded(provider, cluster.name, ctx.pods, 100, 3)
+        assert got["load"]["generators"] == NODES and got["load"]["error_share"] == 0.0
+        assert got["load"]["achieved_rps"] > 50, got["load"]
+        assert len(got["per_node"]) == NODES
+        assert all(r["node_cpu_pct"] > 0 and r["cni_mem_mib"] > 0 for r in got["per_node"])
+        assert got["cni_cpu_s_per_1000_requests"] is not None

@@ -11,7 +11,8 @@ from collections import Counter
 
 import pytest
 
-from testbed.bench import converge
+from testbed.analysis.sweep import Point
+from testbed.bench import converge, footprint
 from testbed.bench.scale import counts, spec_for
 from testbed.bench.scaleplot import plots, table
 from testbed.errors import StepError, UserError
@@ -57,7 +58,8 @@ def test_table_and_plots_show_every_size_and_an_error() -> None:
     text = table(rows)
     assert "20/20" in text and "6/6" in text and "ERROR: StepError: boom" in text
     svgs = plots(rows)
-    assert set(svgs) == {"up.svg", "convergence.svg", "up-over-floor.svg", "up-cpu-per-pod.svg"}
+    assert set(svgs) == {"up.svg", "convergence.svg", "up-over-floor.svg", "up-cpu-per-pod.svg",
+                         "cni-cpu.svg"}
     assert all(s.lstrip().startswith("<svg") or "<svg" in s[:400] for s in svgs.values())
     assert 'data-series="calico:bgp control plane"' in svgs["convergence.svg"]
 
@@ -83,3 +85,39 @@ def test_the_readiness_poll_backs_off_to_its_cap() -> None:
     assert gaps[0] < 0.03 and all(g >= 0.035 for g in gaps[2:])
     with pytest.raises(StepError, match="timed out after 0s waiting for never"):
         wait.until(lambda: False, 0.05, "never", interval=0.01, max_interval=0.02)
+
+
+def test_the_load_ring_sends_from_every_node_to_the_next() -> None:
+    pods = [{"name": f"p{n}-{i}", "node": f"c-node-{n}", "ip": f"10.0.{n}.{i}/24"}
+            for n in (1, 2, 3) for i in range(7)]
+    pods.append({"name": "unaddressed", "node": "c-node-4", "ip": None})
+    ring = footprint.ring(pods)
+    assert [(t.place.container, t.place.pod) for t in ring] == [
+        ("c-node-1", "p1-0"), ("c-node-2", "p2-0"), ("c-node-3", "p3-0")]
+    assert ring[0].urls[0] == "http://10.0.2.0:8080/"
+    assert len(ring[0].urls) == footprint.URLS_PER_TARGET
+    assert {u.split(".")[2] for u in ring[2].urls} == {"1"}  # the last node's go to the first
+    assert footprint.ring(pods[:7]) == []  # one node: no ring
+
+
+def test_the_ring_adds_up_as_one_load() -> None:
+    a = Point(100, 98, 4.0, requests=1000, error_share=0.0)
+    b = Point(100, 90, 9.0, requests=1000, error_share=0.1, errors={"timeout": 100},
+              generator_bound=True)
+    load = footprint.combine([a, b])
+    assert load["offered_rps"] == 200 and load["achieved_rps"] == 188
+    assert load["error_share"] == 0.05 and load["errors"] == {"timeout": 100}
+    assert load["p99_ms_max"] == 9.0 and load["generator_bound"] is True
+
+
+def test_the_table_and_plot_show_the_daemons_idle_and_under_load() -> None:
+    row = {"cni": "flannel:vxlan", "nodes": 3, "pods": 9,
+           "per_node": [{"cni_mem_mib": 10.0, "cni_cpu_pct": 1.0},
+                        {"cni_mem_mib": 12.0, "cni_cpu_pct": 3.0}],
+           "loaded": {"per_node": [{"cni_mem_mib": 11.0, "cni_cpu_pct": 4.0}],
+                      "load": {"achieved_rps": 199.5}}}
+    cells = dict(zip(table([row]).splitlines()[0].split(), table([row]).splitlines()[1].split(),
+                     strict=True))
+    assert cells["cni_mem_mib"] == "11.0" and cells["cni_cpu_pct"] == "2.0"
+    assert cells["load_rps"] == "199.5" and cells["cni_cpu_pct_load"] == "4.0"
+    assert 'data-series="flannel:vxlan loaded"' in plots([row])["cni-cpu.svg"]

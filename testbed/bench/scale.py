@@ -5,7 +5,8 @@ the node image as the cluster has nodes), then `up` of N nodes with `--pods-per-
 pods each (in this process, so the step runner's timings come back), the time until the CNI's
 control plane has converged (BGP full mesh Established, flannel leases, routes and FDB
 entries everywhere), until the connectivity check passes, memory per node, the CNI daemons'
-idle CPU and memory, and `down`. A JSON file, two SVG plots and a table.
+CPU and memory idle and under a pod-to-pod load ring, and `down`. A JSON file, SVG plots and
+a table.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from testbed import cni as cnis
 from testbed import images, scenario
-from testbed.bench import converge, timed_cli
+from testbed.bench import converge, footprint, timed_cli
 from testbed.bench.scaleplot import plots, table
 from testbed.check import matrix
 from testbed.cluster import model
@@ -81,36 +82,10 @@ def cpu_seconds(provider: Provider, name: str) -> float:
                                          infos, workers=16))
 
 
-def idle_usage(provider: Provider, name: str, seconds: float) -> dict[str, Any]:
-    """Per node, memory of the node (its pods included) and its CNI daemons; the daemons'
-    CPU over a window of `seconds` (cgroup counters, read twice)."""
-    infos = [c for c in provider.containers(cluster=name) if c.status == "running"]
-    first = dict(zip([c.name for c in infos], parallel(lambda c: provider.stats(c.name), infos),
-                     strict=True))
-    t0 = time.monotonic()
-    time.sleep(seconds)
-    last = dict(zip([c.name for c in infos], parallel(lambda c: provider.stats(c.name), infos),
-                    strict=True))
-    window = time.monotonic() - t0
-    nodes = [c.name for c in infos if c.role == "node"]
-    daemons = [c.name for c in infos if c.role == "cni"]
-    rows = []
-    for node in nodes:
-        mine = [d for d in daemons if d.startswith(node + "-")]
-        rows.append({
-            "node": node, "node_mem_mib": round(last[node].mem_mib, 1),
-            "cni_mem_mib": round(sum(last[d].mem_mib for d in mine), 1),
-            "cni_cpu_pct": round(100 * sum(last[d].cpu_s - first[d].cpu_s for d in mine)
-                                 / window, 2),
-            "node_cpu_pct": round(100 * (last[node].cpu_s - first[node].cpu_s) / window, 2)})
-    etcd = [c.name for c in infos if c.role == "datastore"]
-    return {"per_node": rows, "window_s": round(window, 1),
-            "etcd_mem_mib": round(sum(last[e].mem_mib for e in etcd), 1)}
-
-
 def one(provider: Provider, label: str, nodes: int, per_node: int, name: str,
-        idle_s: float) -> dict[str, Any]:
-    """One cluster: floor, up, convergence, check, idle usage, down."""
+        idle_s: float, load_rps: float = 0.0, load_s: float = 0.0) -> dict[str, Any]:
+    """One cluster: floor, up, convergence, check, idle footprint, footprint under a
+    pod-to-pod ring of `load_rps` for `load_s` (skipped at 0), down."""
     module, backend, _ = cnis.parse(label)
     spec = spec_for(module.name, backend, nodes, per_node)
     node_image = images.resolve(images.by_name("node")).tag
@@ -134,7 +109,9 @@ def one(provider: Provider, label: str, nodes: int, per_node: int, name: str,
         cp_at = time.monotonic() - t0 if cp_s is not None else None
         check_s, cases = check_passes(provider, name, CHECK_TIMEOUT)
         ready_at = time.monotonic() - t0 if check_s is not None else None
-        usage = idle_usage(provider, name, idle_s)
+        usage = footprint.idle(provider, name, idle_s)
+        if load_rps > 0 and load_s > 0:
+            usage["loaded"] = footprint.loaded(provider, name, ctx.pods, load_rps, load_s)
         row.update({
             "up_s": round(up_s, 2), "up_over_floor": round(up_s / floor_up, 2),
             "up_cpu_s": round(up_cpu, 1),
@@ -175,6 +152,10 @@ def main() -> None:
     ap.add_argument("--pods-per-node", type=int, default=30)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--idle-seconds", type=float, default=10.0)
+    ap.add_argument("--load-rps", type=float, default=200.0,
+                    help="requests/s of the pod-to-pod ring under which the CNI daemons' CPU "
+                         "and memory are measured again (0: no loaded measurement)")
+    ap.add_argument("--load-seconds", type=float, default=10.0)
     ap.add_argument("--out", default="scale-results")
     args = ap.parse_args()
     try:
@@ -182,6 +163,9 @@ def main() -> None:
         labels = [c for c in args.cnis.split(",") if c]
         for label in labels:
             cnis.parse(label)
+        if args.load_rps < 0 or args.load_seconds < 0:
+            raise UserError("--load-rps/--load-seconds: problem: negative; allowed: 0 (no "
+                            "loaded measurement) or more")
         if not 1 <= args.pods_per_node <= 100:
             raise UserError(f"--pods-per-node {args.pods_per_node}: problem: out of range; "
                             "allowed: 1 to 100")
@@ -200,7 +184,7 @@ def main() -> None:
             for n in sizes:
                 k += 1
                 row = one(provider, label, n, args.pods_per_node, f"{PREFIX}-{k}",
-                          args.idle_seconds)
+                          args.idle_seconds, args.load_rps, args.load_seconds)
                 rows.append(row)
                 print(table([row], header=k == 1), flush=True)
                 (out / "scale.json").write_text(json.dumps(rows, indent=2))
