@@ -23,6 +23,7 @@ from testbed_contract.registry import SCENARIO_KEY
 
 PROBE_COUNT = 3
 PROBE_TIMEOUT = 3.0
+
 PLANNERS: list[Planner] = [*pods.PLANNERS, *services.PLANNERS, *edge.PLANNERS,
                            *policy.PLANNERS]
 
