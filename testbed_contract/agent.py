@@ -58,6 +58,15 @@ class ProbeSample(TypedDict):
     client: str | None  # the source address the workload saw
 
 
+class ProbeTarget(TypedDict):
+    """One destination of a batched probe (`probe-many`, `testbed_node.probe --batch`)."""
+
+    url: str
+    count: int
+    timeout: float
+    headers: NotRequired[dict[str, str]]
+
+
 class ProbeReply(TypedDict):
     """`probe`: N timed GETs; ok when all succeeded, latency_ms the median of good ones."""
 

@@ -49,6 +49,14 @@ def _pod_list(text: str) -> list[tuple[str, list[Any]]]:
         raise argparse.ArgumentTypeError(str(e)) from e
 
 
+def _targets(text: str) -> Any:
+    from testbed_node import probe
+    try:
+        return probe.parse_targets(sys.stdin.read() if text == "-" else text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"targets: {e}") from e
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
@@ -107,6 +115,11 @@ def build_parser() -> Parser:
     pr.add_argument("--count", type=_positive_int, default=3)
     pr.add_argument("--timeout", type=_seconds, default=3.0)
     pr.add_argument("--header", action="append", default=[], help="'Name: value'")
+    pm = sub.add_parser("probe-many", help="HTTP from inside a pod to several URLs at once")
+    pm.add_argument("pod")
+    pm.add_argument("targets", type=_targets, metavar="JSON",
+                    help='[{"url": URL, "count": N, "timeout": S, "headers": {...}}, ...] '
+                    '("-": from stdin)')
 
     c = sub.add_parser("cni", help="CNI operations").add_subparsers(
         dest="cni_cmd", required=True, parser_class=Parser)
@@ -166,6 +179,8 @@ def run(args: argparse.Namespace) -> Any:
         return mgr.check(args.pod)
     if args.cmd == "probe":
         return mgr.probe(args.pod, args.url, args.count, args.timeout, args.header)
+    if args.cmd == "probe-many":
+        return mgr.probe_many(args.pod, args.targets)
     actions: dict[str, Callable[[], Any]] = {
         "add": lambda: mgr.add(args.name, podspec.check_specs(
             args.containers or [podspec.parse_container_spec(s)

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from testbed_contract import atomic
+from testbed_contract.agent import ProbeTarget
 from testbed_contract.node import HTTP_KINDS
 from testbed_node import UsageError, cni, netns
 from testbed_node.podspec import ContainerSpec, check_name, check_specs
+from testbed_node.probe import batch_limit
 from testbed_node.process import PodError, http_ready, log_tail, owned, start_ticks, stop
 
 STATE_DIR = "/var/lib/testbed/pods"
@@ -317,20 +319,33 @@ class PodManager:
     def probe(self, name: str, url: str, count: int, timeout: float,
               headers: list[str] | None = None) -> dict[str, Any]:
         """HTTP probe from a process inside the pod's netns."""
-        rec = self.get(name)
-        argv = [sys.executable, "-m", "testbed_node.probe", url, "--count", str(count),
-                "--timeout", str(timeout)]
+        argv = ["testbed_node.probe", url, "--count", str(count), "--timeout", str(timeout)]
         for header in headers or []:
             argv += ["--header", header]
-        limit = count * (timeout + 1) + 15
+        result: dict[str, Any] = self._probe_in(name, argv, count * (timeout + 1))
+        return result
+
+    def probe_many(self, name: str, targets: list[ProbeTarget]) -> list[dict[str, Any]]:
+        """Several HTTP probes from one process inside the pod's netns, run concurrently."""
+        result: list[dict[str, Any]] = self._probe_in(
+            name, ["testbed_node.probe", "--batch", json.dumps(targets)], batch_limit(targets))
+        return result
+
+    def _probe_in(self, name: str, args: list[str], worst: float) -> Any:
+        """Run the probe module with `args` in the pod's netns; its report(s), each stamped
+        with the pod and its address."""
+        rec = self.get(name)
+        limit = worst + 15
         try:
-            proc = netns.run(rec["netns"], argv, capture=True, env=self._env(rec), timeout=limit)
+            proc = netns.run(rec["netns"], [sys.executable, "-m", *args], capture=True,
+                             env=self._env(rec), timeout=limit)
         except subprocess.TimeoutExpired as e:
             raise PodError(f"probe from {name} did not finish within {limit:g}s") from e
         try:
-            result: dict[str, Any] = json.loads(proc.stdout)
+            result = json.loads(proc.stdout)
         except ValueError as e:
             err = proc.stderr.decode(errors="replace").strip().splitlines()
             raise PodError(f"probe from {name} failed: {err[-1] if err else 'no output'}") from e
-        result.update(src=name, src_ip=rec.get("ip"))
+        for reply in result if isinstance(result, list) else [result]:
+            reply.update(src=name, src_ip=rec.get("ip"))
         return result

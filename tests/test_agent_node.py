@@ -161,6 +161,22 @@ def test_pod_gets_an_address_and_answers_another_pod(node: str, pods: list[str])
     assert eth0["addresses"] == [f"{a['ip']}/24"] and eth0["mac"] == a["mac"]
 
 
+def test_probe_many_asks_every_target_from_inside_the_pod(node: str, pods: list[str]) -> None:
+    a = add(node, pods, "pm-a")
+    b = add(node, pods, "pm-b", "app=http:8080", "side=http:9090")
+    targets = [{"url": f"http://{a['ip']}:8080/", "count": 2, "timeout": 2},
+               {"url": f"http://{a['ip']}:9/", "count": 1, "timeout": 1},
+               {"url": "http://127.0.0.1:9090/", "count": 1, "timeout": 2}]
+    first, closed, local = ok(node, "probe-many", "pm-b", json.dumps(targets))
+    assert first["ok"] and first["body"]["pod"] == "pm-a" and len(first["samples"]) == 2
+    assert first["body"]["client"] == b["ip"] and first["src"] == "pm-b"
+    assert first["latency_ms"] > 0
+    assert not closed["ok"] and "Connection refused" in closed["error"]
+    assert local["ok"] and local["body"]["container"] == "side"  # pm-b's own netns
+    rc, out = agent(node, "probe-many", "nobody", json.dumps(targets))
+    assert rc == 1 and "nobody" in out["error"]
+
+
 def test_two_container_pod_talks_over_localhost(node: str, pods: list[str]) -> None:
     add(node, pods, "duo", "web=http:8080", "side=http:9090", "nap=sleep")
     res = ok(node, "probe", "duo", "http://127.0.0.1:9090/", "--count", "2")

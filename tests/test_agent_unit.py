@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from testbed_contract.agent import ProbeTarget
 from testbed_node import UsageError, cni, podspec, probe, workload
 
 REPO = Path(__file__).resolve().parent.parent
@@ -414,7 +417,9 @@ def agent(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
 
 def test_cli_bad_arguments_exit_2_with_a_json_error() -> None:
     for args in (["pod", "add", "x", "--container", "nope"], ["bogus"], ["pod", "add", "X_Y"],
-                 ["probe", "p", "http://x/", "--count", "0"]):
+                 ["probe", "p", "http://x/", "--count", "0"],
+                 ["probe-many", "p", '[{"url": "http://x/", "count": 0}]'],
+                 ["probe-many", "p", '{"url": "http://x/"}']):
         res = agent(*args)
         assert res.returncode == 2, (args, res)
         assert set(json.loads(res.stdout)) == {"error"}
@@ -481,3 +486,90 @@ def test_probe_reports_samples_and_median(server: str) -> None:
     closed = probe.probe("http://127.0.0.1:9/", count=2, timeout=1)
     assert closed["ok"] is False and closed["latency_ms"] is None
     assert "Connection refused" in closed["error"] and closed["failures"] == 2
+
+
+class SlowHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every GET after SLOW seconds with the path it was asked and a header it got."""
+
+    def do_GET(self) -> None:
+        time.sleep(SLOW)
+        body = json.dumps({"path": self.path, "host": self.headers.get("Host")}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        """Quiet."""
+
+
+SLOW = 0.3
+
+
+@pytest.fixture
+def slow_server() -> Iterator[str]:
+    """A threaded http.server on 127.0.0.1 that takes SLOW seconds per request."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowHandler)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_probe_many_answers_in_order_concurrently(slow_server: str) -> None:
+    targets = [ProbeTarget(url=f"{slow_server}/{i}", count=2, timeout=2) for i in range(6)]
+    targets.insert(3, ProbeTarget(url="http://127.0.0.1:9/", count=2, timeout=1))
+    targets.append(ProbeTarget(url=f"{slow_server}/h", count=1, timeout=2,
+                               headers={"Host": "web.example"}))
+    start = time.monotonic()
+    replies = probe.probe_many(targets)
+    elapsed = time.monotonic() - start
+    assert [r["url"] for r in replies] == [t["url"] for t in targets]
+    assert [r["ok"] for r in replies] == [True] * 3 + [False] + [True] * 4
+    assert [r["body"]["path"] for r in replies if r["ok"]] == [
+        "/0", "/1", "/2", "/3", "/4", "/5", "/h"]
+    assert replies[-1]["body"]["host"] == "web.example"
+    refused = replies[3]
+    assert refused["failures"] == 2 and "Connection refused" in refused["error"]
+    assert all(r["latency_ms"] >= SLOW * 1000 for r in replies if r["ok"])
+    # 13 requests of SLOW s, 2 in a row per target: one wave takes about 2 x SLOW, in series 13x
+    assert elapsed < 5 * SLOW, elapsed
+    one_at_a_time = probe.probe_many(targets[:3], workers=1)
+    assert [r["ok"] for r in one_at_a_time] == [True] * 3
+    assert probe.probe_many([]) == []
+
+
+def test_batch_limit_counts_waves_of_the_slowest_target() -> None:
+    fast, slow = (ProbeTarget(url="http://x/", count=c, timeout=t) for c, t in ((1, 1), (3, 3)))
+    assert probe.batch_limit([fast] * 3 + [slow], workers=2) == 2 * 3 * (3 + 1)
+    assert probe.batch_limit([fast], workers=16) == 1 * (1 + 1)
+    assert probe.batch_limit([]) == 0
+
+
+def test_parse_targets_fills_defaults_and_rejects_bad_ones() -> None:
+    got = probe.parse_targets('[{"url": "http://a/"}, {"url": "http://b/", "count": 1, '
+                              '"timeout": 0.5, "headers": {"Host": "h"}}]')
+    assert got == [{"url": "http://a/", "count": 3, "timeout": 3.0, "headers": {}},
+                   {"url": "http://b/", "count": 1, "timeout": 0.5, "headers": {"Host": "h"}}]
+    for bad, why in (('{"url": "http://a/"}', "JSON list"), ('[{"count": 1}]', "url"),
+                     ('[{"url": "u", "count": true}]', "count"),
+                     ('[{"url": "u", "timeout": -1}]', "timeout"),
+                     ('[{"url": "u", "headers": {"a": 1}}]', "headers")):
+        with pytest.raises(ValueError, match=why):
+            probe.parse_targets(bad)
+
+
+def test_probe_module_batch_cli_from_argument_and_stdin(slow_server: str) -> None:
+    batch = json.dumps([{"url": f"{slow_server}/x", "count": 1, "timeout": 2},
+                        {"url": "http://127.0.0.1:9/", "count": 1, "timeout": 1}])
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for args, stdin in ((["--batch", batch], None), (["--batch", "-"], batch)):
+        res = subprocess.run([sys.executable, "-m", "testbed_node.probe", *args], input=stdin,
+                             capture_output=True, text=True, timeout=60, env=env)
+        assert res.returncode == 0, res.stderr
+        assert [r["ok"] for r in json.loads(res.stdout)] == [True, False]
+    for args in (["--batch", "[{}]"], [], [f"{slow_server}/", "--batch", batch]):
+        res = subprocess.run([sys.executable, "-m", "testbed_node.probe", *args],
+                             capture_output=True, text=True, timeout=60, env=env)
+        assert res.returncode == 2 and res.stdout == "", (args, res)

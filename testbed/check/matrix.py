@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from testbed.check import edge, pods, policy, services
 from testbed.check.cases import PATHS, Case, Planner, World, inventory
-from testbed.cluster.agent import NodeAgent, probe_from
+from testbed.cluster.agent import NodeAgent, probe_many_from
 from testbed.cluster.etcd import ClusterEtcd
 from testbed.cluster.model import Cluster
 from testbed.errors import UserError
@@ -18,13 +18,11 @@ from testbed.provider.base import Provider
 from testbed.results.models import CheckCase, CheckReport
 from testbed.scenario import Scenario
 from testbed.validation import one_line
-from testbed_contract.agent import ProbeReply
+from testbed_contract.agent import ProbeReply, ProbeTarget
 from testbed_contract.registry import SCENARIO_KEY
 
 PROBE_COUNT = 3
 PROBE_TIMEOUT = 3.0
-
-
 
 PLANNERS: list[Planner] = [*pods.PLANNERS, *services.PLANNERS, *edge.PLANNERS,
                            *policy.PLANNERS]
@@ -50,12 +48,32 @@ def plan(provider: Provider, world: World) -> list[Case]:
     return sorted(cases, key=lambda c: PATHS.index(c.path) if c.path in PATHS else len(PATHS))
 
 
-def _probe(provider: Provider, case: Case) -> ProbeReply:
+def source(case: Case) -> tuple[str, str]:
+    """Where a case's probe runs: (node, pod), or ("", container) for a container's own netns."""
     if case.src_node:
-        return NodeAgent(provider, case.src_node).probe(
-            case.src_pod or case.src, case.url, PROBE_COUNT, PROBE_TIMEOUT, headers=case.headers)
-    return probe_from(provider, case.src_container, case.url, PROBE_COUNT, PROBE_TIMEOUT,
-                      case.headers)
+        return case.src_node, case.src_pod or case.src
+    return "", case.src_container
+
+
+def batches(cases: list[Case]) -> list[list[Case]]:
+    """What `execute` runs side by side, in the order first seen: the cases the default probe
+    runs, one batch per source; each case with a runner of its own alone."""
+    groups: dict[tuple[str, str], list[Case]] = {}
+    for case in cases:
+        if case.url:
+            key = ("runner", str(id(case))) if case.runner else source(case)
+            groups.setdefault(key, []).append(case)
+    return list(groups.values())
+
+
+def probe_batch(provider: Provider, batch: list[Case]) -> list[ProbeReply]:
+    """One agent call probes every case of a batch (one source), concurrently at the source."""
+    node, where = source(batch[0])
+    targets = [ProbeTarget(url=c.url, count=PROBE_COUNT, timeout=PROBE_TIMEOUT,
+                           headers=c.headers) for c in batch]
+    if node:
+        return NodeAgent(provider, node).probe_many(where, targets)
+    return probe_many_from(provider, where, targets)
 
 
 def judge(case: Case, res: ProbeReply) -> Case:
@@ -98,19 +116,31 @@ def judge(case: Case, res: ProbeReply) -> Case:
     return case
 
 
+def _failed(case: Case, e: Exception) -> None:
+    case.status, case.reason = "fail", f"{type(e).__name__}: {e}"
+
+
 def execute(provider: Provider, cases: list[Case]) -> list[Case]:
-    """Run every planned case (in parallel); skipped cases stay skipped."""
+    """Run every planned case, one agent call per source (a case with a runner: its own), the
+    sources in parallel; skipped cases stay skipped."""
 
-    def one(case: Case) -> Case:
-        if not case.url:
-            return case
+    def run_batch(batch: list[Case]) -> None:
+        first = batch[0]
         try:
-            return judge(case, (case.runner or _probe)(provider, case))
-        except Exception as e:  # an agent failure is this case's failure, not the run's
-            case.status, case.reason = "fail", f"{type(e).__name__}: {e}"
-            return case
+            replies = ([first.runner(provider, first)] if first.runner
+                       else probe_batch(provider, batch))
+        except Exception as e:  # an agent failure fails this call's cases, not the run
+            for case in batch:
+                _failed(case, e)
+            return
+        for case, res in zip(batch, replies, strict=True):
+            try:
+                judge(case, res)
+            except Exception as e:
+                _failed(case, e)
 
-    return parallel(one, cases, workers=6)
+    parallel(run_batch, batches(cases), workers=6)
+    return cases
 
 
 def run(provider: Provider, cluster: Cluster) -> list[Case]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from testbed.errors import StepError
 from testbed.provider.base import Provider
-from testbed_contract.agent import PodRecord, ProbeReply
+from testbed_contract.agent import PodRecord, ProbeReply, ProbeTarget
 from testbed_contract.node import AGENT_CMD, PROBE_MODULE
 
 
@@ -28,6 +28,30 @@ def probe_from(provider: Provider, container: str, url: str, count: int = 1,
         why = (res.stderr.strip().splitlines() or ["no output"])[-1]
         raise StepError(f"{container}: the probe of {url} failed: {why}") from e
     return reply
+
+
+def probe_many_from(provider: Provider, container: str, targets: list[ProbeTarget]
+                    ) -> list[ProbeReply]:
+    """Several probes from a container's own network namespace in one exec, concurrently;
+    the replies in the targets' order."""
+    res = provider.exec(container, ["python3", "-m", PROBE_MODULE, "--batch",
+                                    json.dumps(targets)])
+    try:
+        replies: list[ProbeReply] = json.loads(res.stdout)
+    except ValueError as e:
+        why = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        raise StepError(f"{container}: the batched probe of {len(targets)} URLs failed: "
+                        f"{why}") from e
+    return _matched(container, targets, replies)
+
+
+def _matched(where: str, targets: list[ProbeTarget], replies: Any) -> list[ProbeReply]:
+    """The replies, checked to be one per target."""
+    if not isinstance(replies, list) or len(replies) != len(targets):
+        raise StepError(f"{where}: the batched probe answered "
+                        f"{len(replies) if isinstance(replies, list) else 'no list'} "
+                        f"for {len(targets)} URLs")
+    return replies
 
 
 class NodeAgent:
@@ -91,3 +115,9 @@ class NodeAgent:
             "probe", pod, url, "--count", str(count), "--timeout", str(timeout),
             *header_args(headers))
         return result
+
+    def probe_many(self, pod: str, targets: list[ProbeTarget]) -> list[ProbeReply]:
+        """Several HTTP probes from inside a pod in one agent call, run concurrently there;
+        the replies in the targets' order."""
+        return _matched(f"{self.node}/{pod}", targets,
+                        self.call("probe-many", pod, json.dumps(targets)))
