@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from testbed.analysis.sweep import Point
+from testbed.errors import StepError
 from testbed.lifecycle.wait import parallel
 from testbed.load import openloop
 from testbed.load.locust import Place
@@ -107,10 +108,13 @@ def loaded(provider: Provider, name: str, pods: Sequence[Mapping[str, Any]], rat
     targets = ring(pods)
     if not targets:
         return {"error": "fewer than two nodes with addressed pods: no ring to load"}
-    each = rate / len(targets)
-    usage, points = measure(provider, name, lambda: parallel(
-        lambda t: openloop.attack(provider, "pod-to-pod", t, each, seconds), targets,
-        workers=len(targets)))
+    each = max(1, round(rate / len(targets)))  # vegeta's -rate takes whole requests per second
+    try:
+        usage, points = measure(provider, name, lambda: parallel(
+            lambda t: openloop.attack(provider, "pod-to-pod", t, each, seconds), targets,
+            workers=len(targets)))
+    except StepError as e:  # the idle figures and the rest of the row stand
+        return {"error": str(e)[:600]}
     load = combine(points)
     answered = load["requests"] * (1 - (load["error_share"] or 0))
     usage["cni_cpu_s_per_1000_requests"] = (round(usage["cni_cpu_s"] / answered * 1000, 4)
