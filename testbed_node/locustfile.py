@@ -4,7 +4,9 @@ Targets come from TESTBED_TARGETS (JSON written by the orchestrator): for each p
 base URLs and optional headers. Every request is named after its path, so Locust's own stats
 (CSV, HTML, JSON) group by path. On the master, a greenlet samples each worker's CPU (from
 Locust's heartbeats) into TESTBED_GENERATOR_FILE, so a saturated generator is flagged instead
-of being read as a slow CNI.
+of being read as a slow CNI. Each worker counts its failed requests per second and error kind
+(testbed_contract.errkind) and the master appends them to TESTBED_ERRORS_FILE, so a fault's
+failures can be told apart by kind (Locust's own failures CSV has no timestamps).
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import json
 import os
 import random
 import time
+from collections import Counter
 from typing import Any
 
 import gevent
 from locust import FastHttpUser, constant, constant_throughput, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner
+
+from testbed_contract import errkind
 
 TARGETS: dict[str, Any] = json.loads(os.environ.get("TESTBED_TARGETS", "{}"))
 USER_RPS = float(os.environ.get("TESTBED_USER_RPS", "10"))
@@ -60,7 +65,9 @@ class _PathUser(FastHttpUser):
         """One request, named after the path."""
         with self.client.get(self.url, headers=self.headers, name=self.path,
                              catch_response=True) as resp:
-            if resp.status_code != 200:
+            # a transport error (no answer: status 0) is left to Locust, which reports the
+            # exception itself (refused, timed out...) rather than "HTTP 0"
+            if getattr(resp, "error", None) is None and resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}")
 
 
@@ -115,15 +122,34 @@ def _measure_own_cpu() -> None:
         last, last_t = now, now_t
 
 
+# Failed requests per (whole Unix second, error kind) since this worker's last report.
+_errors: Counter[tuple[int, str]] = Counter()
+ERRORS_FILE = os.environ.get("TESTBED_ERRORS_FILE", "")
+
+
+@events.request.add_listener
+def _count_error(exception: BaseException | None = None, **_: Any) -> None:
+    if exception is not None:
+        _errors[(int(time.time()), errkind.of_exception(exception))] += 1
+
+
 @events.report_to_master.add_listener
 def _report_cpu(client_id: str, data: dict[str, Any], **_: Any) -> None:
     data["testbed_cpu_pct"] = _own_cpu["pct"]
+    data["testbed_errors"] = [[t, kind, n] for (t, kind), n in _errors.items()]
+    _errors.clear()
 
 
 @events.worker_report.add_listener
 def _collect_cpu(client_id: str, data: dict[str, Any], **_: Any) -> None:
     if "testbed_cpu_pct" in data:
         _worker_cpu[client_id] = float(data["testbed_cpu_pct"])
+    rows = data.get("testbed_errors")
+    if rows and ERRORS_FILE:
+        with open(ERRORS_FILE, "a") as fh:
+            for t, kind, n in rows:
+                fh.write(json.dumps({"t": t, "kind": kind, "count": n, "worker": client_id})
+                         + "\n")
 
 
 def _sample_workers(environment: Environment, out: str) -> None:

@@ -111,6 +111,27 @@ def test_recovery_metrics_on_a_synthetic_series() -> None:
         1 - (10 / 7) / 10, abs=1e-4)  # 10 successes in 7 s against 10/s before
 
 
+def test_error_kinds_per_fault_until_the_next_one() -> None:
+    t0 = 1_500_000
+    rows = _series(t0, t0 + 12, t0 + 18, t0 + 18)  # 10 failures a second, 12..17
+    # the locustfile's rows for the same failures: timeouts, then refusals while it came back
+    errors = [{"t": t, "kind": "timeout" if t < t0 + 16 else "connection_refused", "count": 10}
+              for t in range(t0 + 12, t0 + 18)]
+    errors += [{"t": t0 + 31, "kind": "http_502", "count": 4},  # the second fault's
+               {"t": t0 + 5, "kind": "connection_reset", "count": 1}]  # before any fault
+    played = [{"fault": "partition 2:1", "applied": t0 + 10.0, "end": t0 + 16.0},
+              {"fault": "cni-restart 2", "applied": t0 + 30.5, "end": t0 + 31.0},
+              {"fault": "node-kill 2", "skipped": "the load phase ended first"}]
+    first, second, skipped = play.with_recovery(played, rows, errors)
+    assert first["error_kinds"] == {"timeout": 40, "connection_refused": 20}
+    assert list(first["error_kinds"]) == ["timeout", "connection_refused"]  # most first
+    # the window's failures (samples 11..17), and every later one until the next fault
+    assert sum(first["error_kinds"].values()) == first["failures"] == 60
+    assert second["error_kinds"] == {"http_502": 4}  # its second began before it: counted
+    assert "error_kinds" not in skipped
+    assert "error_kinds" not in play.with_recovery(played, rows)[0]  # no per-second kinds
+
+
 def test_recovery_without_failures_or_successes() -> None:
     t0 = 2_000_000
     clean = recovery(_series(t0, 0, 0, 0), start=t0 + 10.0, end=t0 + 15.0)
@@ -307,6 +328,13 @@ def test_a_timeline_under_load_records_failures_and_recovery(cluster: Running) -
     assert got["first_failure_s"] is not None and got["first_failure_s"] <= 3
     assert got["first_success_after_s"] is not None
     assert got["control_plane_s"] is not None
+    # failures by kind, from the locustfile's per-second counts: the fault's run until the
+    # phase's end (no later fault), so they hold the window's failures and the tail after it,
+    # and, the phase's only failures, as many as Locust counted in all
+    kinds = got["error_kinds"]
+    assert result.errors_from == "errors.jsonl" and kinds, result.error_kinds
+    assert sum(kinds.values()) == result.failures >= got["failures"], (kinds, got)
+    assert max(kinds, key=kinds.__getitem__) == "timeout", kinds  # dropped, not refused
     # a pod created on the partitioned node while the partition held: flannel's host-local
     # IPAM hands out addresses from the node's own lease, so it got one, and it is gone again
     pod = got["new_pod"]
@@ -333,6 +361,15 @@ def test_the_report_draws_a_timeline_per_fault() -> None:
     assert failed[report.BEFORE_S + 2] == 10.0 and failed[report.BEFORE_S] == 0.0
     assert 'data-chart="fault-0-nodeport"' in chart(sec.charts[0])
     assert sec.tables[0].rows[0][report.COLUMNS.index("fault")] == "partition 2:1"
+    kinds = {**played, "error_kinds": {"connection_refused": 3, "timeout": 85}}
+    errors = {"nodeport": [{"from": "errors.jsonl", "kinds": {"timeout": 90}, "trial": 1}]}
+    sec = report.section({"faults": {"nodeport": [kinds]}, "timeseries": ts,
+                          "errors": errors}, "")
+    assert sec is not None
+    assert sec.tables[0].rows[0][report.COLUMNS.index("error_kinds")] == \
+        "timeout 85, connection_refused 3"
+    assert sec.lines == ["nodeport, trial 1: failed requests by kind over the phase "
+                         "(errors.jsonl): timeout 90"]
     assert report.section({"timeseries": ts}, "") is None
 
 
@@ -364,3 +401,26 @@ def test_down_removes_the_cluster_with_a_stopped_node_and_etcd(cluster: Running)
     assert cluster.cluster.leftovers() == []
     assert runner.clear(cluster.provider, cluster.name) == ["node-stop 2", "etcd-stop etcd"]
     assert state.load(cluster.name) == []
+
+
+def test_the_bench_table_recomputes_error_kinds_per_trial() -> None:
+    from testbed.bench import faults as bench
+
+    t0 = 4_000_000
+    ts, played, errors = [], [], []
+    for trial, at in ((1, t0), (2, t0 + 100)):
+        ts += [{"path": "nodeport", "trial": trial, **r}
+               for r in _series(at, at + 12, at + 18, at + 18)]
+        played.append({"fault": "partition 2:1", "kind": "partition", "trial": trial,
+                       "applied": at + 10.0, "end": at + 16.0})
+        kind = "timeout" if trial == 1 else "no_route_to_host"
+        errors.append({"from": "errors.jsonl", "trial": trial, "kinds": {kind: 60},
+                       "rows": [{"t": t, "kind": kind, "count": 10}
+                                for t in range(at + 12, at + 18)]})
+    summary = {"cni": "flannel", "backend": "vxlan", "faults": {"nodeport": played},
+               "timeseries": ts, "errors": {"nodeport": errors}}
+    got = bench.rows(summary)
+    assert [r[-1] for r in got] == ["timeout 60", "no_route_to_host 60"]
+    # trial 1's last fault is measured within its own trial, not into trial 2's failures
+    col = 3 + bench.COLUMNS.index("last_failure_after_s")
+    assert [r[col] for r in got] == ["1", "1"]

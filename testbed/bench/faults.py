@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from testbed.faults.play import with_recovery
+from testbed.load.locust import ERRORS_FILE
 from testbed.paths import SCENARIOS_DIR
+from testbed.reports.faults import kinds_text
 
 COLUMNS = ("failed_share", "throughput_drop", "first_failure_s", "first_success_after_s",
            "last_failure_after_s", "p95_back_s", "control_plane_s", "apply_s", "undo_s")
@@ -30,15 +32,33 @@ def run(cni: str, out: Path) -> dict[str, Any]:
     return doc
 
 
+def _same(a: Any, b: Any) -> bool:
+    """The same trial (a summary stored before trials has none)."""
+    return a is None or b is None or a == b
+
+
+def _errors(summary: dict[str, Any], path: str, trial: Any) -> list[dict[str, Any]] | None:
+    """The trial's failed requests per second and kind, None without per-second counts."""
+    for e in (summary.get("errors") or {}).get(path) or []:
+        if _same(e.get("trial"), trial) and e.get("from") == ERRORS_FILE:
+            return list(e.get("rows") or [])
+    return None
+
+
 def rows(summary: dict[str, Any]) -> list[list[str]]:
-    """One row per played fault: CNI, path, fault, then COLUMNS."""
+    """One row per played fault: CNI, path, fault, then COLUMNS and its error kinds."""
     cni = f"{summary.get('cni')}:{summary.get('backend')}"
     out = []
     for path, played in (summary.get("faults") or {}).items():
-        ts = [r for r in summary.get("timeseries") or [] if r.get("path") == path]
-        for f in with_recovery(played, ts):  # again, with this tree's metrics
-            out.append([cni, path, str(f.get("fault")),
-                        *("-" if f.get(c) is None else f"{f[c]:g}" for c in COLUMNS)])
+        for trial in dict.fromkeys(f.get("trial") for f in played):
+            ts = [r for r in summary.get("timeseries") or [] if r.get("path") == path
+                  and _same(r.get("trial"), trial)]
+            docs = [f for f in played if _same(f.get("trial"), trial)]
+            # again, with this tree's metrics
+            for f in with_recovery(docs, ts, _errors(summary, path, trial)):
+                out.append([cni, path, str(f.get("fault")),
+                            *("-" if f.get(c) is None else f"{f[c]:g}" for c in COLUMNS),
+                            kinds_text(f.get("error_kinds")) or "-"])
     return out
 
 
@@ -54,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         out = Path(tempfile.mkdtemp(prefix="testbed-bench-faults-"))
         summaries = [run(c, out) for c in args.cnis.split(",")]
-    head = ["cni", "path", "fault", *COLUMNS]
+    head = ["cni", "path", "fault", *COLUMNS, "error_kinds"]
     print("| " + " | ".join(head) + " |")
     print("|" + " --- |" * len(head))
     for s in summaries:

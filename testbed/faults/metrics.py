@@ -1,10 +1,13 @@
-"""Recovery per fault from a phase's per-second Locust timeseries (failed share, times back)."""
+"""Recovery per fault from a phase's per-second Locust timeseries (failed share, times back),
+and its failed requests by error kind."""
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
 from typing import Any
+
+from testbed.load.locust import totals
 
 PRE_S = 10.0  # the pre-fault baseline: this many seconds before the fault
 WITHIN = 0.10  # "back": p95/p99 within 10% of the baseline
@@ -88,3 +91,13 @@ def recovery(rows: Sequence[dict[str, Any]], start: float, end: float,
         "p99_pre_ms": p99, "p99_back_s": _back(samples, "p99_ms", end, p99),
         "samples_after": len(after),
     }
+
+
+def error_kinds(errors: Sequence[dict[str, Any]], start: float,
+                horizon: float | None = None) -> dict[str, int]:
+    """Failed requests per error kind from the fault's start until `horizon` (the next fault's
+    start; None: the phase's end), the most frequent first. `errors` are the locustfile's rows
+    {t: whole Unix second, kind, count}: a second that began before `start` counts when the fault
+    began within it."""
+    return totals([r for r in errors
+                   if float(r["t"]) + 1 > start and (horizon is None or float(r["t"]) < horizon)])

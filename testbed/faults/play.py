@@ -14,9 +14,9 @@ from testbed.cluster import model
 from testbed.errors import TestbedError
 from testbed.faults import control, newpod, runner
 from testbed.faults.facts import Facts
-from testbed.faults.metrics import recovery
+from testbed.faults.metrics import error_kinds, recovery
 from testbed.faults.timeline import FaultEvent
-from testbed.load.locust import LocustPhase, PhaseResult
+from testbed.load.locust import ERRORS_FILE, LocustPhase, PhaseResult
 from testbed.provider.base import Provider
 from testbed.scenario import Scenario
 
@@ -163,19 +163,24 @@ def run_phase(phase: LocustPhase, out: Path, player: Player | None
 
 
 def measure(player: Player, result: PhaseResult) -> list[dict[str, Any]]:
-    """Each played fault with its recovery figures from the phase's timeseries."""
-    return with_recovery(player.finish(), result.timeseries)
+    """Each played fault with its recovery figures from the phase's timeseries, and its error
+    kinds unless the phase's failures have no per-second kinds (only Locust's failures CSV)."""
+    known = result.errors_from == ERRORS_FILE or not result.failures
+    return with_recovery(player.finish(), result.timeseries, result.errors if known else None)
 
 
-def with_recovery(played: list[dict[str, Any]], timeseries: list[dict[str, Any]]
-                  ) -> list[dict[str, Any]]:
-    """Each fault's recovery figures, looked for until the next fault began."""
+def with_recovery(played: list[dict[str, Any]], timeseries: list[dict[str, Any]],
+                  errors: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Each fault's recovery figures, and with `errors` (rows {t, kind, count}) its failed
+    requests by kind (`error_kinds`), looked for until the next fault began."""
     starts = sorted(float(d["applied"]) for d in played if "applied" in d)
     out = []
     for doc in played:
         if "applied" in doc:
             later = [t for t in starts if t > float(doc["applied"])]
-            doc = {**doc, **recovery(timeseries, doc["applied"], doc["end"],
-                                     later[0] if later else None)}
+            horizon = later[0] if later else None
+            doc = {**doc, **recovery(timeseries, doc["applied"], doc["end"], horizon)}
+            if errors is not None:
+                doc["error_kinds"] = error_kinds(errors, float(doc["applied"]), horizon)
         out.append(doc)
     return out

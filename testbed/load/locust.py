@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,11 @@ from testbed.errors import StepError
 from testbed.lifecycle.wait import parallel
 from testbed.provider.base import Provider
 from testbed.results.atomic import write_bytes
+from testbed_contract import errkind
 from testbed_contract.node import LOCUSTFILE, in_pod
 
 MASTER_PORT = 5557
+ERRORS_FILE = "errors.jsonl"  # the master's failed requests per second and kind
 # Locust warns at 90 % worker CPU; above this the generator, not the CNI, limits the path.
 GENERATOR_BOUND_PCT = 90.0
 USER_CLASS = {
@@ -54,7 +57,10 @@ class Profile:
 
 @dataclass
 class PhaseResult:
-    """Locust's figures for one path, its time series, and the generator's CPU."""
+    """Locust's figures for one path, its time series, the generator's CPU, and its failed
+    requests per second and error kind (`errors` rows {t, kind, count}; `error_kinds` the
+    phase's totals, from Locust's failures CSV when the locustfile's file is missing:
+    `errors_from` says which)."""
 
     path: str
     requests: int = 0
@@ -70,6 +76,9 @@ class PhaseResult:
     generator_cpu_mean: float = 0.0
     timeseries: list[dict[str, Any]] = field(default_factory=list)
     generator: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    errors_from: str = ""
     files: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -117,6 +126,36 @@ def parse_history(path: str, history_csv: str) -> list[dict[str, Any]]:
     return out
 
 
+def parse_errors(jsonl: str) -> list[dict[str, Any]]:
+    """The locustfile's failed-request counts ({t, kind, count, worker} lines, one per worker
+    report) summed over workers: one row per (whole Unix second, kind), in time order."""
+    counts: dict[tuple[int, str], int] = {}
+    for line in jsonl.splitlines():
+        if line.strip():
+            row = json.loads(line)
+            key = (int(row["t"]), str(row["kind"]))
+            counts[key] = counts.get(key, 0) + int(row["count"])
+    return [{"t": t, "kind": k, "count": n} for (t, k), n in sorted(counts.items())]
+
+
+def parse_failures(path: str, failures_csv: str) -> dict[str, int]:
+    """{kind: count} from Locust's `_failures.csv` rows for `path` (a whole phase, no times)."""
+    out: dict[str, int] = {}
+    for row in csv.DictReader(io.StringIO(failures_csv)):
+        if row.get("Name") == path:
+            kind = errkind.of_text(row.get("Error") or "")
+            out[kind] = out.get(kind, 0) + int(_num(row.get("Occurrences")))
+    return out
+
+
+def totals(errors: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """{kind: count} of error rows, the most frequent first."""
+    out: dict[str, int] = {}
+    for row in errors:
+        out[str(row["kind"])] = out.get(str(row["kind"]), 0) + int(row["count"])
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def judge_generator(samples: list[dict[str, Any]]) -> tuple[bool, float, float]:
     """(bound, max, mean) of worker CPU while users were running."""
     busy = [float(s["cpu_pct"]) for s in samples
@@ -154,12 +193,16 @@ class LocustPhase:
                     "TESTBED_REPORT_INTERVAL_S": "1"}
                    if self.profile.request_timeout_s else {}),
                 "TESTBED_GENERATOR_FILE": f"{self.workdir}/generator.jsonl",
+                "TESTBED_ERRORS_FILE": f"{self.workdir}/{ERRORS_FILE}",
                 "PYTHONUNBUFFERED": "1"}
 
     def _install(self) -> None:
         containers = {self.master.container, *(w.container for w in self.workers)}
         for c in containers:  # the locustfile itself ships in the node image
             self.provider.exec(c, ["mkdir", "-p", self.workdir])
+        # the master appends to these: start them afresh (a trial again on the same cluster)
+        self.provider.exec(self.master.container, ["rm", "-f", f"{self.workdir}/generator.jsonl",
+                                                   f"{self.workdir}/{ERRORS_FILE}"])
 
     def run(self, out_dir: Path) -> PhaseResult:
         """Start the workers, run the master to completion, copy Locust's files to out_dir."""
@@ -210,5 +253,12 @@ class LocustPhase:
                             .decode().splitlines() if ln.strip()]
         (result.generator_bound, result.generator_cpu_max,
          result.generator_cpu_mean) = judge_generator(result.generator)
+        if ERRORS_FILE in files:
+            result.errors = parse_errors(files[ERRORS_FILE].decode())
+            result.error_kinds, result.errors_from = totals(result.errors), ERRORS_FILE
+        elif result.failures:  # no per-second counts (an older node image): the phase's
+            result.error_kinds = totals([{"kind": k, "count": n} for k, n in parse_failures(
+                self.path, files.get("locust_failures.csv", b"").decode()).items()])
+            result.errors_from = "locust_failures.csv"
         result.files = sorted(str(dest / Path(n).name) for n in files)
         return result

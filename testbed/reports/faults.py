@@ -11,11 +11,22 @@ BEFORE_S, AFTER_S = 10.0, 25.0  # the chart's span around each fault window
 COLUMNS = ("path", "trial", "fault", "window_s", "failed_share", "throughput_drop",
            "first_failure_s", "first_success_after_s", "last_failure_after_s", "p95_back_s",
            "p99_back_s",
-           "control_plane_s", "new_pod", "error")
+           "control_plane_s", "new_pod", "error_kinds", "error")
+
+
+def kinds_text(kinds: Any) -> str | None:
+    """`timeout 85, connection_refused 3`: failed requests by kind, the most frequent first."""
+    if not isinstance(kinds, Mapping):
+        return None
+    if not kinds:
+        return "none"
+    return ", ".join(f"{k} {n}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
 
 
 def _cell(f: Mapping[str, Any], column: str) -> Any:
     """A table cell; `new_pod` says whether a pod created during the fault got an address."""
+    if column == "error_kinds":
+        return kinds_text(f.get(column))
     if column != "new_pod":
         return num(f.get(column))
     pod = f.get("new_pod")
@@ -75,4 +86,9 @@ def section(s: Mapping[str, Any], pre: str) -> Section | None:
                 "ms", f"s (the fault took effect at {BEFORE_S:g} s)",
                 series=[Series("p95", points=p95)]))
     sec.tables.append(Table(f"{pre}faults-rows", "Recovery per fault", list(COLUMNS), rows))
+    for path, trials in (s.get("errors") or {}).items():
+        for e in trials or []:
+            trial = f", trial {e['trial']}" if e.get("trial") else ""
+            sec.lines.append(f"{path}{trial}: failed requests by kind over the phase "
+                             f"({e.get('from')}): {kinds_text(e.get('kinds'))}")
     return sec

@@ -207,7 +207,16 @@ class RunSummary(Record):
                           "the pre-fault rate), `first_failure_s`, `first_success_after_s`, "
                           "`last_failure_after_s`, `p95_back_s`/`p99_back_s` (s after the "
                           "fault until within 10% of the pre-fault value; `end` is when the "
-                          "undo began, `undo_s` how long it took), `error`, or `skipped`]}")
+                          "undo began, `undo_s` how long it took), `error_kinds` {kind: "
+                          "count} (failed requests from the fault until the next one or the "
+                          "phase's end), `error`, or `skipped`]}")
+    errors: dict[str, Any] | None = Field(
+        None, description="{path: [per trial with failures: `from` (`errors.jsonl`: the "
+                          "locustfile's counts per second; `locust_failures.csv`: Locust's "
+                          "whole-phase counts, no `rows`), `kinds` {kind: count} (`http_502`, "
+                          "`timeout`, `connection_refused`, `connection_reset`, "
+                          "`no_route_to_host`, ... else the exception's class), `rows` [{`t` "
+                          "(Unix s), `kind`, `count`}], `trial`]}: failed requests by kind")
 
 
 class CheckCase(BaseModel):

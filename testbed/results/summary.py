@@ -27,7 +27,7 @@ ROW_SECTIONS: dict[str, tuple[str, ...]] = {
 }
 # Dict sections: merged key by key ("meta" is merged into the top level of the summary).
 DICT_SECTIONS = ("meta", "environment", "mtu", "generator", "latency", "cost", "trials",
-                 "sweeps", "faults")
+                 "sweeps", "faults", "errors")
 SECTIONS = (*ROW_SECTIONS, *DICT_SECTIONS)
 
 # Column order for CSVs and for reading (the row models' fields); other keys are kept, after.

@@ -89,7 +89,7 @@ class Run:
                                                           else rows)]
         elif section in ("latency", "cost"):  # {"rows": every trial's rows so far}
             rows = {"rows": self._keep(section, "rows", rows["rows"])}
-        elif section == "faults":  # {path: every trial's played faults}
+        elif section in ("faults", "errors"):  # {path: every trial's faults / error kinds}
             rows = {path: self._keep(section, path, docs) for path, docs in rows.items()}
         elif section == "sweeps":  # {path: the latest trial's sweep, with every trial's knee}
             rows = {path: {**row, "trial": self.trial,
@@ -228,6 +228,9 @@ def _phase(run: Run, path: str, section: str) -> PhaseResult:
         row["kind"] = "locust"
     run.record(section, row)
     run.record("timeseries", [{"path": path, **t} for t in result.timeseries])
+    if result.errors_from:
+        run.record("errors", {path: [{"from": result.errors_from, "kinds": result.error_kinds,
+                                      "rows": result.errors}]})
     run.record("resources", sampler.mean())
     run.record("generator", {path: {"cpu_max": result.generator_cpu_max,
                                     "cpu_mean": result.generator_cpu_mean,
