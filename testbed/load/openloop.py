@@ -20,6 +20,7 @@ from testbed.analysis.sweep import Point
 from testbed.errors import StepError
 from testbed.load.locust import GENERATOR_BOUND_PCT, Place
 from testbed.provider.base import Provider
+from testbed_contract import errkind
 
 CPUS = 1  # vegeta's GOMAXPROCS: saturation is then 90% of one core, as for a Locust worker
 CEILING_WORKERS = 64  # concurrency of an unbounded-rate (closed-loop) ceiling run
@@ -96,11 +97,11 @@ def cpu_series(lines: list[str]) -> list[float]:
 
 
 def _kind(message: str) -> str:
+    """A vegeta transport error's kind, named as the locustfile names Locust's."""
     low = message.lower()
-    for key in ("timeout", "connection refused", "connection reset", "no route to host",
-                "eof"):
+    for key, kind in (*errkind.BY_MESSAGE, ("timeout", "timeout"), ("eof", "eof")):
         if key in low:
-            return key.replace(" ", "_")
+            return kind
     return "transport"
 
 
