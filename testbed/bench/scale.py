@@ -26,7 +26,7 @@ from testbed.check import matrix
 from testbed.cluster import model
 from testbed.cluster.handle import Cluster
 from testbed.constants import MAX_NODES
-from testbed.errors import UserError
+from testbed.errors import TestbedError, UserError
 from testbed.lifecycle.wait import parallel
 from testbed.provider.base import ContainerSpec, Provider
 from testbed.provider.docker import DockerProvider
@@ -38,11 +38,13 @@ CHECK_TIMEOUT = 120.0
 def bare_floor(provider: Provider, image: str, name: str, count: int) -> tuple[float, float]:
     """Seconds to start `count` bare containers of the node image, and to remove them."""
     start = time.monotonic()
-    parallel(lambda i: provider.run(ContainerSpec(
-        name=f"{name}-bare-{i}", image=image, cluster=name, role="bench",
-        command=["sleep", "infinity"], init=True)), range(count), workers=count)
-    started = time.monotonic()
-    provider.delete_cluster(name)
+    try:
+        parallel(lambda i: provider.run(ContainerSpec(
+            name=f"{name}-bare-{i}", image=image, cluster=name, role="bench",
+            command=["sleep", "infinity"], init=True)), range(count), workers=count)
+    finally:  # removed also after a failure or Ctrl-C half way
+        started = time.monotonic()
+        provider.delete_cluster(name)
     return started - start, time.monotonic() - started
 
 
@@ -88,7 +90,8 @@ def one(provider: Provider, label: str, nodes: int, per_node: int, name: str,
     pod-to-pod ring of `load_rps` for `load_s` (skipped at 0), down."""
     module, backend, _ = cnis.parse(label)
     spec = spec_for(module.name, backend, nodes, per_node)
-    node_image = images.resolve(images.by_name("node")).tag
+    # ensured per cluster, as `up` does: the floor runs the image this cluster will run
+    node_image = images.ensure(provider.images, (images.by_name("node"),))["node"]
     floor_up, floor_down = bare_floor(provider, node_image, name, nodes)
     row: dict[str, Any] = {"cni": label, "nodes": nodes, "pods": nodes * per_node,
                            "floor_up_s": round(floor_up, 2), "floor_down_s": round(floor_down, 2)}
@@ -179,15 +182,20 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     k = 0
-    for _ in range(args.repeat):
-        for label in labels:
-            for n in sizes:
-                k += 1
-                row = one(provider, label, n, args.pods_per_node, f"{PREFIX}-{k}",
-                          args.idle_seconds, args.load_rps, args.load_seconds)
-                rows.append(row)
-                print(table([row], header=k == 1), flush=True)
-                (out / "scale.json").write_text(json.dumps(rows, indent=2))
+    try:
+        for _ in range(args.repeat):
+            for label in labels:
+                for n in sizes:
+                    k += 1
+                    row = one(provider, label, n, args.pods_per_node, f"{PREFIX}-{k}",
+                              args.idle_seconds, args.load_rps, args.load_seconds)
+                    rows.append(row)
+                    print(table([row], header=k == 1), flush=True)
+                    (out / "scale.json").write_text(json.dumps(rows, indent=2))
+    except (TestbedError, KeyboardInterrupt) as e:  # the rows so far are in scale.json
+        why = str(e) or "interrupted"
+        print(f"scale: stopped after {len(rows)} clusters: {why}", file=sys.stderr)
+        raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 1) from None
     for fname, svg in plots(rows).items():
         (out / fname).write_text(svg)
     print(table(rows))
