@@ -336,3 +336,37 @@ def test_load_runner_shapes_are_understood(tmp_path: Path) -> None:
     p95 = next(m for m in data["metrics"] if m["metric"] == "p95_ms")
     ceiling = min(b["p95_ms"] for b in s["baselines"] if b.get("kind") == "locust")
     assert p95["cells"][0]["ceiling"] == ceiling
+
+
+def _fault_doc(trial: int, share: float, back: float, kinds: dict[str, int]) -> dict[str, Any]:
+    return {"fault": "partition 3:1,2", "kind": "partition", "at_s": 15.0, "trial": trial,
+            "applied": 1000.0 + trial, "end": 1010.0 + trial, "failed_share": share,
+            "first_success_after_s": back, "control_plane_s": 2 * back,
+            "error_kinds": kinds}
+
+
+def test_compare_puts_each_fault_side_by_side(tmp_path: Path) -> None:
+    flannel = synthetic_summary("flannel", "vxlan", "source", seed=1)
+    calico = synthetic_summary("calico", "bgp", "upstream", seed=2)
+    flannel["faults"] = {"nodeport": [_fault_doc(1, 0.01, 1.0, {"timeout": 5}),
+                                      _fault_doc(2, 0.03, 3.0, {"timeout": 7}),
+                                      _fault_doc(3, 0.02, 2.0, {"connection_refused": 1})]}
+    calico["faults"] = {"nodeport": [_fault_doc(1, 0.2, 9.0, {})]}
+    files = render_compare([flannel, calico], tmp_path)
+    doc = json.loads(files["json"].read_text())
+    [table] = [t for s in doc["sections"] if s["id"] == "faults-side-by-side"
+               for t in s["tables"]]
+    [row] = table["rows"]
+    cell = dict(zip(table["columns"], row, strict=True))
+    f, c = (h.removesuffix(" failed_share") for h in table["columns"] if
+            h.endswith("failed_share"))
+    assert "flannel" in f and "calico" in c
+    assert row[:2] == ["nodeport", "partition@15s"]
+    assert cell[f"{f} failed_share"] == 0.02 and cell[f"{f} first_success_after_s"] == 2.0
+    assert cell[f"{f} control_plane_s"] == 4.0
+    assert cell[f"{f} error_kinds"] == "timeout 12, connection_refused 1"
+    assert cell[f"{c} failed_share"] == 0.2 and cell[f"{c} error_kinds"] == "none"
+    assert "Faults side by side" in files["html"].read_text()
+    del flannel["faults"], calico["faults"]
+    plain = json.loads(render_compare([flannel, calico], tmp_path / "b")["json"].read_text())
+    assert "faults-side-by-side" not in [s["id"] for s in plain["sections"]]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.analysis import verdicts
-from testbed.reports import compare, describe, html, markdown, run, verdict
+from testbed.reports import compare, describe, faults, html, markdown, run, verdict
 from testbed.reports.model import Document, Section, Table, num
 from testbed.results.atomic import write_text
 from testbed.results.summary import utc_now
@@ -75,8 +75,9 @@ def render_compare(summaries: Sequence[Mapping[str, Any]], out_dir: str | Path,
     head = [s for s in details if s.id == "columns"]
     for s in head:
         s.title, s.folded = "What ran: builds, versions and the environment", True
+    side = faults.compare_section(labels, summaries)
     sections = [verdict.verdict_section(rows, labels),
-                verdict.curves_section(rows, labels),
+                verdict.curves_section(rows, labels), *([side] if side else []),
                 *(s for s in details if s.id != "columns"), *head]
     title = "testbed compare: " + ", ".join(labels)
     doc = Document("compare", title, utc_now(), sections, data)

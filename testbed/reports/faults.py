@@ -1,7 +1,9 @@
-"""The run report's fault section: a timeline chart per fault and its recovery figures."""
+"""The fault sections: per run a timeline chart per fault with its recovery figures; in a
+comparison, each fault side by side across the columns."""
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -92,3 +94,55 @@ def section(s: Mapping[str, Any], pre: str) -> Section | None:
             sec.lines.append(f"{path}{trial}: failed requests by kind over the phase "
                              f"({e.get('from')}): {kinds_text(e.get('kinds'))}")
     return sec
+
+
+SIDE_BY_SIDE = ("failed_share", "first_success_after_s", "control_plane_s")
+
+
+def _median(docs: Sequence[Mapping[str, Any]], key: str) -> Any:
+    vals = [float(d[key]) for d in docs if isinstance(d.get(key), (int, float))]
+    return num(statistics.median(vals)) if vals else None
+
+
+def _kinds(docs: Sequence[Mapping[str, Any]]) -> str | None:
+    """Every trial's error kinds added up."""
+    total: dict[str, int] = {}
+    seen = False
+    for d in docs:
+        if isinstance(d.get("error_kinds"), Mapping):
+            seen = True
+            for k, n in d["error_kinds"].items():
+                total[k] = total.get(k, 0) + int(n)
+    return kinds_text(total) if seen else None
+
+
+def compare_section(labels: Sequence[str], summaries: Sequence[Mapping[str, Any]]
+                    ) -> Section | None:
+    """One row per path and fault of the timeline (kind and time), per column the median over
+    its trials of the failed share, the time to the first success after the fault and the
+    control plane's recovery, and the error kinds of every trial; None without faults."""
+    found: dict[tuple[str, str], dict[str, list[Mapping[str, Any]]]] = {}
+    for label, s in zip(labels, summaries, strict=True):
+        for path, docs in (s.get("faults") or {}).items():
+            for d in docs or []:
+                if isinstance(d, Mapping) and "applied" in d:
+                    key = (path, f"{d.get('kind')}@{float(d.get('at_s') or 0):g}s")
+                    found.setdefault(key, {}).setdefault(label, []).append(d)
+    if not found:
+        return None
+    header = ["path", "fault"] + [f"{c} {stat}" for c in labels
+                                  for stat in (*SIDE_BY_SIDE, "error_kinds")]
+    rows = []
+    for (path, fault), by_label in found.items():
+        row: list[Any] = [path, fault]
+        for c in labels:
+            docs = by_label.get(c, [])
+            row += [_median(docs, k) for k in SIDE_BY_SIDE] + [_kinds(docs)]
+        rows.append(row)
+    return Section("faults-side-by-side", "Faults side by side",
+                   lines=["Per fault of the timeline, the median over each column's trials "
+                          "(failed share of the fault window, s from its end to the first "
+                          "success, s until the control plane was whole again) and the "
+                          "failed requests by kind over all trials. The verdict above ranks "
+                          "the same figures."],
+                   tables=[Table("faults-side-by-side", "Faults side by side", header, rows)])
