@@ -450,16 +450,20 @@ def test_cli_ready_and_version(tmp_path: Path, plugin_dir: Path) -> None:
 
 # -- workload and probe (loopback only) ----------------------------------------------------
 
-@pytest.fixture
-def server() -> Iterator[str]:
-    """The workload server on 127.0.0.1 and a free port."""
-    srv = workload.make_server(workload.Identity("pod-a", "node-1", "web", 0, "10.9.0.7"),
-                               "127.0.0.1")
+def _serving(srv: http.server.HTTPServer) -> Iterator[str]:
+    """Serve in a thread; its base URL while the test runs."""
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{srv.server_address[1]}"
     srv.shutdown()
     srv.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    """The workload server on 127.0.0.1 and a free port."""
+    yield from _serving(workload.make_server(
+        workload.Identity("pod-a", "node-1", "web", 0, "10.9.0.7"), "127.0.0.1"))
 
 
 def test_workload_endpoints(server: str) -> None:
@@ -509,12 +513,7 @@ SLOW = 0.3
 @pytest.fixture
 def slow_server() -> Iterator[str]:
     """A threaded http.server on 127.0.0.1 that takes SLOW seconds per request."""
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowHandler)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    yield from _serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowHandler))
 
 
 def test_probe_many_answers_in_order_concurrently(slow_server: str) -> None:
