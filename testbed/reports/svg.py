@@ -46,6 +46,9 @@ BarSeries = tuple[str, Sequence[float | None]]
 LineSeries = tuple[str, Sequence[tuple[float, float]]]
 
 
+LEGEND_ROW_IN = 0.25
+
+
 def _figure(title: str) -> tuple[Figure, Axes]:
     fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), layout="constrained")
     FigureCanvasAgg(fig)
@@ -64,9 +67,14 @@ def _finish(fig: Figure, ax: Axes, names: Sequence[str], x_label: str,
     if names:
         handles = [Patch(color=PALETTE[i % len(PALETTE)], label=n)
                    for i, n in enumerate(names)]
+        # long names take fewer columns; each extra legend row makes the figure taller, so
+        # many series (the scale plots: 4 CNIs x 2) never squeeze the axes away
+        longest = max(len(n) for n in names)
+        cols = min(len(names), 5 if longest <= 14 else 3 if longest <= 26 else 2)
+        rows = -(-len(names) // cols)
+        fig.set_figheight(HEIGHT_IN + LEGEND_ROW_IN * (rows - 1))
         legend = ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0, 1.01),
-                           frameon=False, ncols=min(len(names), 5), fontsize=9,
-                           borderaxespad=0)
+                           frameon=False, ncols=cols, fontsize=9, borderaxespad=0)
         for i, text in enumerate(legend.get_texts()):
             text.set_gid(f"legend{i}")
 
