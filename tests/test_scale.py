@@ -23,7 +23,9 @@ PER_NODE = 10
 def test_nodes_of_ten_pods_converge_and_pass_the_check(
         label: str, nodes: int, provider: DockerProvider, built: dict[str, str]) -> None:
     module, backend, _ = cnis.parse(label)
-    spec = spec_for(module.name, backend, nodes, PER_NODE)
+    # a service over every pod: each node's rules wait for all nodes' pods (at 10 nodes,
+    # more than the 8 start-ups run at once, that wait once deadlocked `up`)
+    spec = spec_for(module.name, backend, nodes, PER_NODE, service=True)
     with Cluster.create(provider, spec, cluster_name(f"sc{module.name[:2]}"), module,
                         backend) as cluster:
         ctx = cluster.ctx

@@ -48,16 +48,20 @@ def bare_floor(provider: Provider, image: str, name: str, count: int) -> tuple[f
     return started - start, time.monotonic() - started
 
 
-def spec_for(cni: str, backend: str, nodes: int, per_node: int) -> scenario.Scenario:
-    """A bare (edge-less) scenario: `nodes` nodes, `per_node` HTTP pods on each."""
+def spec_for(cni: str, backend: str, nodes: int, per_node: int,
+             service: bool = False) -> scenario.Scenario:
+    """A bare (edge-less) scenario: `nodes` nodes, `per_node` HTTP pods on each; with
+    `service`, one ClusterIP service over all of them (every node's rules list every pod)."""
     return scenario.validate({
         "name": "scale", "edge": False, "nodes": nodes,
         "cni": {"name": cni, "backend": backend, "build": "source"},
         # one deployment of `per_node` replicas per node (a deployment has at most 200);
         # replicas go round-robin across deployments, so every node gets `per_node`
-        "deployments": [{"name": f"echo{i}", "replicas": per_node,
+        "deployments": [{"name": f"echo{i}", "replicas": per_node, "labels": {"app": "echo"},
                          "containers": [{"name": "app", "port": 8080}]}
                         for i in range(1, nodes + 1)],
+        "services": ([{"name": "echo", "selector": {"app": "echo"},
+                       "ports": [{"port": 80, "targetPort": 8080}]}] if service else []),
     }, "the scale benchmark's scenario")
 
 

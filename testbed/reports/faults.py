@@ -145,4 +145,5 @@ def compare_section(labels: Sequence[str], summaries: Sequence[Mapping[str, Any]
                           "success, s until the control plane was whole again) and the "
                           "failed requests by kind over all trials. The verdict above ranks "
                           "the same figures."],
-                   tables=[Table("faults-side-by-side", "Faults side by side", header, rows)])
+                   tables=[Table("faults-side-by-side-rows", "Faults side by side", header,
+                                 rows)])
