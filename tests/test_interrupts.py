@@ -187,8 +187,17 @@ def test_a_finished_up_is_ready(provider: DockerProvider, up_process: list[Up]) 
     assert leftovers(provider, up.name) == []
 
 
+@pytest.fixture
+def interactive() -> Iterator[None]:
+    """SIGINT handled as in a terminal's Python (a job a shell starts in the background
+    without job control inherits it ignored, and Python then leaves it ignored)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def test_the_first_ctrl_c_interrupts_and_cancels_waits_later_ones_are_ignored(
-        capfd: pytest.CaptureFixture[str]) -> None:
+        capfd: pytest.CaptureFixture[str], interactive: None) -> None:
     with interrupts.guard("tbt-unit"):
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
@@ -204,7 +213,8 @@ def test_the_first_ctrl_c_interrupts_and_cancels_waits_later_ones_are_ignored(
     assert capfd.readouterr().err.count("Ctrl-C is ignored") == 1
 
 
-def test_a_shielded_block_ignores_ctrl_c(capfd: pytest.CaptureFixture[str]) -> None:
+def test_a_shielded_block_ignores_ctrl_c(capfd: pytest.CaptureFixture[str],
+                                         interactive: None) -> None:
     done = False
     with interrupts.shield("tbt-unit"):
         os.kill(os.getpid(), signal.SIGINT)
