@@ -24,39 +24,42 @@ URLS_PER_TARGET = 5  # pods of the next node each generator cycles through
 PORT = 8080
 
 
-def _read(provider: Provider, name: str) -> dict[str, Usage]:
+def _read(provider: Provider, name: str) -> dict[str, tuple[str, Usage]]:
+    """{container: (role, usage)} of every running node, CNI daemon and datastore."""
     infos = running(provider, name, ("node", "cni", "datastore"))
-    return dict(zip([c.name for c in infos], parallel(lambda c: provider.stats(c.name), infos),
-                    strict=True))
+    return dict(zip([c.name for c in infos],
+                    zip([c.role for c in infos], parallel(lambda c: provider.stats(c.name),
+                                                          infos), strict=True), strict=True))
 
 
 def measure(provider: Provider, name: str, work: Callable[[], T]) -> tuple[dict[str, Any], T]:
     """Per node, the memory of the node (its pods included) and of its CNI daemons at the end
     of `work`, and their CPU over it (% of one core); etcd's memory; what `work` returned."""
-    roles = {c.name: c.role for c in running(provider, name, ("node", "cni", "datastore"))}
     first = _read(provider, name)
     t0 = time.monotonic()
     result = work()
     window = time.monotonic() - t0
     last = _read(provider, name)
 
-    def pct(names: list[str]) -> float:
-        used = sum(last[n].cpu_s - first[n].cpu_s for n in names if n in first)
-        return round(100 * used / window, 2)
+    def of(role: str) -> list[str]:  # present at the end; CPU only of those also at the start
+        return sorted(n for n, (r, _) in last.items() if r == role)
 
-    nodes = [n for n, r in roles.items() if r == "node" and n in last]
-    daemons = [n for n, r in roles.items() if r == "cni" and n in last]
+    def cpu_s(names: list[str]) -> float:
+        return sum(last[n][1].cpu_s - first[n][1].cpu_s for n in names if n in first)
+
+    def mem(names: list[str]) -> float:
+        return round(sum(last[n][1].mem_mib for n in names), 1)
+
+    daemons = of("cni")
     rows = []
-    for node in sorted(nodes):
+    for node in of("node"):
         mine = [d for d in daemons if d.startswith(node + "-")]
-        rows.append({"node": node, "node_mem_mib": round(last[node].mem_mib, 1),
-                     "cni_mem_mib": round(sum(last[d].mem_mib for d in mine), 1),
-                     "cni_cpu_pct": pct(mine), "node_cpu_pct": pct([node])})
-    etcd = [n for n, r in roles.items() if r == "datastore" and n in last]
-    cni_cpu_s = sum(last[d].cpu_s - first[d].cpu_s for d in daemons if d in first)
+        rows.append({"node": node, "node_mem_mib": mem([node]), "cni_mem_mib": mem(mine),
+                     "cni_cpu_pct": round(100 * cpu_s(mine) / window, 2),
+                     "node_cpu_pct": round(100 * cpu_s([node]) / window, 2)})
     return {"per_node": rows, "window_s": round(window, 1),
-            "cni_cpu_s": round(cni_cpu_s, 3),
-            "etcd_mem_mib": round(sum(last[e].mem_mib for e in etcd), 1)}, result
+            "cni_cpu_s": round(cpu_s(daemons), 3),
+            "etcd_mem_mib": mem(of("datastore"))}, result
 
 
 def idle(provider: Provider, name: str, seconds: float) -> dict[str, Any]:

@@ -139,13 +139,12 @@ def parse_errors(jsonl: str) -> list[dict[str, Any]]:
 
 
 def parse_failures(path: str, failures_csv: str) -> dict[str, int]:
-    """{kind: count} from Locust's `_failures.csv` rows for `path` (a whole phase, no times)."""
-    out: dict[str, int] = {}
-    for row in csv.DictReader(io.StringIO(failures_csv)):
-        if row.get("Name") == path:
-            kind = errkind.of_text(row.get("Error") or "")
-            out[kind] = out.get(kind, 0) + int(_num(row.get("Occurrences")))
-    return out
+    """{kind: count} from Locust's `_failures.csv` rows for `path` (a whole phase, no times),
+    the most frequent first."""
+    return totals([{"kind": errkind.of_text(row.get("Error") or ""),
+                    "count": int(_num(row.get("Occurrences")))}
+                   for row in csv.DictReader(io.StringIO(failures_csv))
+                   if row.get("Name") == path])
 
 
 def totals(errors: Sequence[Mapping[str, Any]]) -> dict[str, int]:
@@ -257,8 +256,8 @@ class LocustPhase:
             result.errors = parse_errors(files[ERRORS_FILE].decode())
             result.error_kinds, result.errors_from = totals(result.errors), ERRORS_FILE
         elif result.failures:  # no per-second counts (an older node image): the phase's
-            result.error_kinds = totals([{"kind": k, "count": n} for k, n in parse_failures(
-                self.path, files.get("locust_failures.csv", b"").decode()).items()])
+            result.error_kinds = parse_failures(
+                self.path, files.get("locust_failures.csv", b"").decode())
             result.errors_from = "locust_failures.csv"
         result.files = sorted(str(dest / Path(n).name) for n in files)
         return result
