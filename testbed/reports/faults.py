@@ -7,6 +7,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from testbed.load.locust import totals
 from testbed.reports.model import Chart, Section, Series, Table, num
 
 BEFORE_S, AFTER_S = 10.0, 25.0  # the chart's span around each fault window
@@ -106,14 +107,9 @@ def _median(docs: Sequence[Mapping[str, Any]], key: str) -> Any:
 
 def _kinds(docs: Sequence[Mapping[str, Any]]) -> str | None:
     """Every trial's error kinds added up."""
-    total: dict[str, int] = {}
-    seen = False
-    for d in docs:
-        if isinstance(d.get("error_kinds"), Mapping):
-            seen = True
-            for k, n in d["error_kinds"].items():
-                total[k] = total.get(k, 0) + int(n)
-    return kinds_text(total) if seen else None
+    counted = [d["error_kinds"] for d in docs if isinstance(d.get("error_kinds"), Mapping)]
+    return kinds_text(totals([{"kind": k, "count": n} for kinds in counted
+                              for k, n in kinds.items()])) if counted else None
 
 
 def compare_section(labels: Sequence[str], summaries: Sequence[Mapping[str, Any]]
